@@ -1,0 +1,1 @@
+"""mulan: filled in by its own issue."""

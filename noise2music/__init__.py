@@ -1,0 +1,1 @@
+"""noise2music: filled in by its own issue."""

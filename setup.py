@@ -1,0 +1,60 @@
+"""noise2music-jax: MuLan + Noise2Music + pseudo-labels in JAX/Flax, TPU-native.
+
+Every third-party version the project depends on is pinned here, and only here.
+"""
+import setuptools
+
+JAX_VERSION = "0.10.2"
+
+# The one place where versions are pinned.  Tested together on Python 3.11.
+PINS = {
+    "flax": "flax==0.12.8",
+    "optax": "optax==0.2.8",
+    "orbax": "orbax-checkpoint==0.12.8",
+    "seqio": "seqio==0.0.20",
+    "tensorflow": "tensorflow==2.21.0",
+    "tensorflow-text": "tensorflow-text==2.21.1",
+    "tfds": "tensorflow-datasets==4.9.10",
+    "tensorboard": "tensorboard==2.21.0",
+    "gin": "gin-config==0.5.0",
+    "clu": "clu==0.0.12",
+    "numpy": "numpy>=2.0,<3",
+    "tqdm": "tqdm>=4.66",
+}
+
+setuptools.setup(
+    name="noise2music-jax",
+    version="0.1.0",
+    description=(
+        "JAX/Flax reimplementation of MuLan and Noise2Music with MuLan "
+        "pseudo-labelling, sharded for TPU pods."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11,<3.12",
+    packages=setuptools.find_packages(
+        include=["trainer*", "mulan*", "noise2music*", "data*", "configs*"]
+    ),
+    package_data={"configs": ["*.gin", "**/*.gin"]},
+    include_package_data=True,
+    install_requires=[f"jax=={JAX_VERSION}", f"jaxlib=={JAX_VERSION}", *PINS.values()],
+    extras_require={
+        # CPU is the default backend of plain jaxlib; the extra exists so
+        # scripts can say what they mean.
+        "cpu": [f"jax[cpu]=={JAX_VERSION}"],
+        # On a TPU VM: pip install -e '.[tpu]'
+        "tpu": [f"jax[tpu]=={JAX_VERSION}"],
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "pytest-timeout==2.4.0"],
+    },
+    entry_points={
+        "console_scripts": [
+            "n2m-train=trainer.main:main",
+            "n2m-summary=trainer.summary:main",
+        ]
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "License :: OSI Approved :: Apache Software License",
+    ],
+)
