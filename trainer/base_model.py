@@ -1,0 +1,40 @@
+"""What a model family supplies to the trainer (the role of t5x's BaseModel).
+
+`mulan/` and `noise2music/` subclass `BaseModel`; the trainer never looks
+inside.  Parameters returned by `init_params` carry logical partitioning
+metadata (`nn.with_logical_partitioning`); everything else sees plain arrays.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+Batch = Mapping[str, jax.Array]
+Metrics = Mapping[str, jax.Array]
+
+
+class BaseModel(abc.ABC):
+    """A model, its loss and the shapes of the batches it consumes."""
+
+    @abc.abstractmethod
+    def batch_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """Shapes and dtypes of one global batch, e.g. `{'audio': [B, T]}`."""
+
+    @abc.abstractmethod
+    def init_params(self, rng: jax.Array, batch: Batch) -> Any:
+        """Boxed (logically partitioned) parameters for a batch shaped like `batch`."""
+
+    @abc.abstractmethod
+    def loss(self, params: Any, batch: Batch, rng: jax.Array) -> tuple[jax.Array, Metrics]:
+        """Scalar training loss over the *global* batch and scalar metrics."""
+
+    def eval_metrics(self, params: Any, batch: Batch) -> Metrics:
+        """Scalar metrics on an eval batch (default: the training loss, fixed rng)."""
+        loss, metrics = self.loss(params, batch, jax.random.PRNGKey(0))
+        return {"loss": loss, **metrics}
+
+    def dummy_batch(self, batch_size: int) -> dict[str, jax.Array]:
+        return {k: jnp.zeros(s.shape, s.dtype) for k, s in self.batch_spec(batch_size).items()}

@@ -1,0 +1,176 @@
+"""Orbax checkpointing behind one small interface.
+
+Layout: `MODEL_DIR/checkpoints/<step>/{state,data}`.  `state` is the sharded
+train state (Orbax `StandardCheckpointHandler`, restored straight into the
+sharded abstract state); `data` holds one file per process with that host's
+input-pipeline position, so a resumed run sees exactly the batches it would
+have seen.
+
+Orbax writes each step to `<step>.orbax-checkpoint-tmp-*` and renames it when
+complete, so a save killed midway leaves a tmp directory that is never
+listed as a step; we warn about such leftovers.  A finished-looking step that
+still fails to restore is skipped with a warning and the previous one is used.
+
+An Orbax API change should only touch this file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import gin
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+from orbax.checkpoint import future as ocp_future
+
+from trainer.input_pipeline import DataIterator
+
+log = logging.getLogger(__name__)
+
+_TMP_MARKER = ".orbax-checkpoint-tmp"
+
+
+# -- per-process input-pipeline state -----------------------------------------
+class DataIteratorHandler(ocp.handlers.AsyncCheckpointHandler):
+    """Saves `DataIterator.get_state()` of every process as `process_<i>.state`.
+
+    The state is captured when `save` is called (so the async write cannot see
+    a later position); the file is written in Orbax's commit thread.
+    """
+
+    def _path(self, directory: epath.Path) -> epath.Path:
+        return directory / f"process_{jax.process_index()}.state"
+
+    async def async_save(self, directory: epath.Path, args: "DataIteratorSave"):
+        state = args.iterator.get_state()
+        path = self._path(directory)
+
+        async def write():
+            path.write_bytes(state)
+
+        return [ocp_future.CommitFutureAwaitingContractedSignals(write(), name="data_iterator_save")]
+
+    def save(self, directory: epath.Path, args: "DataIteratorSave"):
+        self._path(directory).write_bytes(args.iterator.get_state())
+
+    def restore(self, directory: epath.Path, args: "DataIteratorRestore"):
+        path = self._path(directory)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: no input-pipeline state for process {jax.process_index()} "
+                f"(was this checkpoint written by a run with fewer processes?)"
+            )
+        args.iterator.set_state(path.read_bytes())
+        return args.iterator
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_save=True)
+@dataclasses.dataclass
+class DataIteratorSave(ocp.args.CheckpointArgs):
+    iterator: DataIterator
+
+
+@ocp.args.register_with_handler(DataIteratorHandler, for_restore=True)
+@dataclasses.dataclass
+class DataIteratorRestore(ocp.args.CheckpointArgs):
+    iterator: DataIterator
+
+
+# -- the checkpointer -----------------------------------------------------------
+@gin.configurable
+@dataclasses.dataclass
+class CheckpointConfig:
+    """Args:
+      period: save every `period` steps (the `CHECKPOINT_PERIOD` macro); 0 = only at the end.
+      keep: keep the newest `keep` checkpoints (None = all).
+      async_save: write in a background thread while training goes on.
+      init_from: a checkpoint step directory whose params (and EMA) initialise
+        a *new* run; ignored when `model_dir` already has a checkpoint.
+    """
+
+    period: int = 1000
+    keep: int | None = 3
+    async_save: bool = True
+    init_from: str | None = None
+
+
+class Checkpointer:
+    def __init__(self, model_dir: str, config: CheckpointConfig):
+        self.config = config
+        self.directory = epath.Path(model_dir) / "checkpoints"
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=config.keep,
+            # We decide when to save (period, preemption, end): Orbax must not skip.
+            save_interval_steps=1,
+            enable_async_checkpointing=config.async_save,
+            create=True,
+        )
+        self._warn_incomplete()
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            item_handlers={"state": ocp.StandardCheckpointHandler(), "data": DataIteratorHandler()},
+            options=options,
+        )
+
+    def _warn_incomplete(self) -> None:
+        if not self.directory.exists():
+            return
+        for p in sorted(self.directory.iterdir()):
+            if _TMP_MARKER in p.name:
+                log.warning("Ignoring incomplete checkpoint %s (a save was interrupted).", p)
+
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def should_save(self, step: int) -> bool:
+        return self.config.period > 0 and step % self.config.period == 0
+
+    def save(self, step: int, state: Any, data_iterator: DataIterator) -> None:
+        if step in self.manager.all_steps():
+            return
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=DataIteratorSave(data_iterator),
+            ),
+            force=True,
+        )
+
+    def restore_latest(self, abstract_state: Any, data_iterator: DataIterator) -> tuple[int, Any] | None:
+        """Restores the newest checkpoint that restores cleanly, or None if none does."""
+        for step in reversed(self.all_steps()):
+            try:
+                restored = self.manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state),
+                        data=DataIteratorRestore(data_iterator),
+                    ),
+                )
+            except Exception as e:  # noqa: BLE001 -- any failure means "not usable".
+                log.warning("Checkpoint %s/%d could not be restored (%s: %s); trying an older one.",
+                            self.directory, step, type(e).__name__, e)
+                continue
+            return step, restored["state"]
+        return None
+
+    def restore_params_from(self, path: str, abstract_state: Any) -> Any:
+        """The state stored under `path` (a `<step>` directory of another run)."""
+        ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+        restored = ckptr.restore(
+            epath.Path(path), args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+        )
+        return restored["state"]
+
+    def wait_until_finished(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

@@ -1,0 +1,122 @@
+"""Command-line flags the t5x way.
+
+    --gin_file=FILE          repeatable; looked up as given, then under configs/
+    --gin.NAME=VALUE         one gin binding, e.g. --gin.TRAIN_STEPS=200,
+                             --gin.train.log_period=5, --gin.ToyData.split="'validation'"
+    --gin_bindings='A = B'   repeatable, raw gin syntax
+    --model_dir=DIR          binds the MODEL_DIR macro (train.model_dir)
+
+Gin files are parsed first, then bindings in order.  A binding for a
+configurable or parameter that does not exist, or for a macro no gin file
+defines (e.g. `--gin.TRAIN_STEP=5`), is an error that names it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import sys
+
+import gin
+
+import configs
+
+CONFIGS_DIR = os.path.dirname(os.path.abspath(configs.__file__))
+
+
+class FlagError(ValueError):
+    pass
+
+
+@dataclasses.dataclass
+class Flags:
+    gin_files: list[str]
+    bindings: list[str]
+    model_dir: str | None
+    help: bool = False
+
+
+def parse_argv(argv: list[str]) -> Flags:
+    files, bindings, model_dir, want_help = [], [], None, False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if arg in ("-h", "--help"):
+            want_help = True
+        elif name in ("--gin_file", "--gin_bindings", "--model_dir"):
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise FlagError(f"{name} needs a value")
+                i += 1
+                value = argv[i]
+            if name == "--gin_file":
+                files.append(value)
+            elif name == "--gin_bindings":
+                bindings.append(value)
+            else:
+                model_dir = value
+        elif name.startswith("--gin."):
+            if not eq:
+                raise FlagError(f"{arg}: expected --gin.NAME=VALUE")
+            bindings.append(f"{name[len('--gin.'):]} = {value}")
+        else:
+            raise FlagError(f"unknown flag {arg!r} (flags: --gin_file, --gin.NAME=VALUE, "
+                            f"--gin_bindings, --model_dir)")
+        i += 1
+    return Flags(files, bindings, model_dir, want_help)
+
+
+def resolve_gin_file(path: str) -> str:
+    for candidate in (path, os.path.join(CONFIGS_DIR, path)):
+        if os.path.isfile(candidate):
+            return candidate
+    raise FlagError(f"--gin_file={path}: not found here or under {CONFIGS_DIR}")
+
+
+def _known_macros() -> list[str]:
+    return sorted(scope for (scope, selector) in gin.config._CONFIG  # noqa: SLF001 -- no public API.
+                  if selector.endswith("macro") and scope)
+
+
+def _check_macro(binding: str) -> None:
+    name = binding.split("=", 1)[0].strip()
+    if "." in name or "/" in name:
+        return  # A parameter binding: gin itself checks the configurable and parameter.
+    try:
+        gin.query_parameter(f"%{name}")
+    except ValueError:
+        known = _known_macros()
+        near = difflib.get_close_matches(name, known, n=3)
+        hint = f" Did you mean {', '.join(near)}?" if near else ""
+        raise FlagError(f"--gin.{name}: no gin file defines the macro {name!r}.{hint} "
+                        f"Known macros: {', '.join(known)}") from None
+
+
+def apply(flags: Flags) -> None:
+    """Parses gin files and bindings into the global gin config."""
+    gin.add_config_file_search_path(CONFIGS_DIR)
+    for f in flags.gin_files:
+        path = resolve_gin_file(f)
+        try:
+            gin.parse_config_file(path)
+        except Exception as e:  # noqa: BLE001 -- re-raised with the file named.
+            raise FlagError(f"--gin_file={f} ({path}): {type(e).__name__}: {e}") from e
+    bindings = list(flags.bindings)
+    if flags.model_dir is not None:
+        bindings.append(f"MODEL_DIR = {flags.model_dir!r}")
+    for b in bindings:
+        _check_macro(b)
+        try:
+            gin.parse_config(b)
+        except Exception as e:  # noqa: BLE001
+            raise FlagError(f"gin binding {b!r}: {type(e).__name__}: {e}") from e
+
+
+def parse_and_apply(argv: list[str] | None = None, usage: str = "") -> Flags:
+    flags = parse_argv(sys.argv[1:] if argv is None else argv)
+    if flags.help:
+        print(usage or __doc__)
+        sys.exit(0)
+    apply(flags)
+    return flags

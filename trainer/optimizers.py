@@ -1,0 +1,31 @@
+"""Gin-configurable optax optimizers and learning-rate schedules."""
+from __future__ import annotations
+
+import gin
+import optax
+
+
+@gin.configurable
+def warmup_cosine(peak_value: float = 1e-4, warmup_steps: int = 10_000,
+                  decay_steps: int | None = None, end_value: float = 0.0) -> optax.Schedule:
+    """Linear warm-up to `peak_value`, then cosine decay to `end_value` at `decay_steps`
+    (constant after warm-up when `decay_steps` is None)."""
+    if decay_steps is None:
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, peak_value, max(warmup_steps, 1)), optax.constant_schedule(peak_value)],
+            [warmup_steps])
+    return optax.warmup_cosine_decay_schedule(0.0, peak_value, max(warmup_steps, 1),
+                                              max(decay_steps, warmup_steps + 1), end_value)
+
+
+@gin.configurable
+def adam(learning_rate: optax.Schedule | float = 1e-4, b1: float = 0.9, b2: float = 0.999,
+         eps: float = 1e-8, weight_decay: float = 0.0, clip_grad_norm: float | None = 1.0
+         ) -> optax.GradientTransformation:
+    """Adam(W) with optional global-norm clipping (Noise2Music: Adam 0.9/0.999, peak 1e-4)."""
+    parts = []
+    if clip_grad_norm:
+        parts.append(optax.clip_by_global_norm(clip_grad_norm))
+    parts.append(optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+                 if weight_decay else optax.adam(learning_rate, b1=b1, b2=b2, eps=eps))
+    return optax.chain(*parts)

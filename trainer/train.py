@@ -1,0 +1,237 @@
+"""The train loop: one keyword-only, gin-configurable `train()`.
+
+Used by `python -m trainer.main` (the toy model), `python -m mulan.train` and
+`python -m noise2music.train`.  Sections:
+
+  1. set-up: model dir, config dump, data layout, state factory
+  2. restore: newest complete checkpoint in model_dir, else `init_from`, else init
+  3. compile: pure step, `jax.jit(in_shardings, out_shardings, donate_argnums)`,
+     compiled ahead of time (the compile time is logged)
+  4. loop: RNG folded by step, metrics fetched every `log_period` steps (every
+     step's scalars are written), NaN guard before every save, periodic eval,
+     checkpoint every `CHECKPOINT_PERIOD`, save-and-exit on preemption.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from trainer import metrics as metrics_lib
+from trainer import multihost
+from trainer.base_model import BaseModel
+from trainer.checkpoints import CheckpointConfig, Checkpointer
+from trainer.input_pipeline import DataSource
+from trainer.partitioning import Partitioner
+from trainer.train_state import TrainState, make_state_factory, param_count
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a step's loss is NaN/inf; the last good checkpoint is kept."""
+
+
+def make_train_step(model: BaseModel, optimizer: optax.GradientTransformation,
+                    ema_decay: float | None, lr_schedule: optax.Schedule | None):
+    """The pure step: (state, batch) -> (state, scalar metrics)."""
+
+    def train_step(state: TrainState, batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        rng = jax.random.fold_in(state.rng, state.step)
+        (loss, aux), grads = jax.value_and_grad(
+            lambda p: model.loss(p, batch, rng), has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema = state.ema_params
+        if ema is not None:
+            ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+        out = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads),
+               "param_norm": optax.global_norm(params)}
+        if lr_schedule is not None:
+            out["learning_rate"] = lr_schedule(state.step)
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                             ema_params=ema), out
+
+    return train_step
+
+
+def _fmt_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+@gin.configurable
+def train(
+    *,
+    model: BaseModel,
+    train_data: DataSource,
+    optimizer: optax.GradientTransformation,
+    train_steps: int,
+    batch_size: int,
+    model_dir: str,
+    partitioner: Partitioner | None = None,
+    checkpoint: CheckpointConfig | None = None,
+    eval_data: DataSource | None = None,
+    eval_period: int = 0,
+    eval_steps: int = 4,
+    log_period: int = 10,
+    random_seed: int = 0,
+    ema_decay: float | None = None,
+    lr_schedule: optax.Schedule | None = None,
+) -> dict[str, Any]:
+    """Trains `model` for `train_steps` steps of global batch `batch_size`.
+
+    Resumes from the newest complete checkpoint in `model_dir/checkpoints`.
+    Returns a summary (final step, last loss, timings, where things are).
+    """
+    # == 1. set-up ==========================================================
+    partitioner = partitioner or Partitioner()
+    checkpoint = checkpoint or CheckpointConfig()
+    primary = multihost.is_primary()
+    if primary:
+        os.makedirs(model_dir, exist_ok=True)
+        with open(os.path.join(model_dir, "config.gin"), "w", encoding="utf-8") as f:
+            f.write(gin.config_str())
+    log.info("model_dir %s; %s; global batch %d", model_dir, partitioner.describe(), batch_size)
+    layout = partitioner.data_layout(batch_size)
+    train_iter = train_data.make_iterator(layout, seed=random_seed)
+    factory = make_state_factory(model, optimizer, partitioner, batch_size=batch_size,
+                                 ema=ema_decay is not None)
+    log.info("parameters: %s", f"{param_count(factory.abstract.params):,}")
+
+    # == 2. restore ==========================================================
+    ckpt = Checkpointer(model_dir, checkpoint)
+    jsonl = os.path.join(model_dir, "metrics.jsonl")
+    restored = ckpt.restore_latest(factory.abstract, train_iter)
+    if restored is not None:
+        start_step, state = restored
+        log.info("resumed from %s at step %d", ckpt.directory / str(start_step), start_step)
+        if primary:
+            metrics_lib.truncate_jsonl(jsonl, start_step)
+    else:
+        start_step, state = 0, factory.init(random_seed)
+        if checkpoint.init_from:
+            src = ckpt.restore_params_from(checkpoint.init_from, factory.abstract)
+            state = state.replace(params=src.params,
+                                  ema_params=src.ema_params if ema_decay is not None else None)
+            log.info("initialised params from %s", checkpoint.init_from)
+        if primary:
+            metrics_lib.truncate_jsonl(jsonl, 0)
+
+    # == 3. compile ==========================================================
+    batch_abstract = {
+        k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=partitioner.batch_sharding(len(s.shape)))
+        for k, s in model.batch_spec(batch_size).items()
+    }
+    step_fn = jax.jit(
+        make_train_step(model, optimizer, ema_decay, lr_schedule),
+        in_shardings=(factory.shardings, {k: v.sharding for k, v in batch_abstract.items()}),
+        out_shardings=(factory.shardings, partitioner.replicated),
+        donate_argnums=(0,),
+    )
+    t0 = time.perf_counter()
+    with partitioner.activate():
+        compiled = step_fn.lower(factory.abstract, batch_abstract).compile()
+    compile_seconds = time.perf_counter() - t0
+    log.info("train step compiled ahead of time in %.1fs", compile_seconds)
+    eval_fn = None
+    if eval_data is not None and eval_period:
+        eval_fn = jax.jit(lambda p, b: model.eval_metrics(p, b), out_shardings=partitioner.replicated)
+
+    # == 4. loop =============================================================
+    writer = metrics_lib.create_writer(model_dir, "train")
+    eval_writer = metrics_lib.create_writer(model_dir, "eval") if eval_fn else None
+    preemption = multihost.PreemptionWatcher()
+    pending: list[tuple[int, Any]] = []
+    last: dict[str, float] = {}
+    timer = {"t": time.perf_counter(), "step": start_step, "t_start": time.perf_counter()}
+    status = "completed"
+
+    def flush(step: int) -> None:
+        nonlocal last
+        if not pending:
+            return
+        host = jax.device_get([m for _, m in pending])
+        for (s, _), m in zip(pending, host):
+            if not np.isfinite(m["loss"]):
+                raise NonFiniteLossError(
+                    f"loss is {m['loss']} at step {s}; nothing after the last checkpoint "
+                    f"({ckpt.latest_step()}) was saved. Lower the learning rate or check the data.")
+            writer.write_scalars(s, m)
+        last = {k: float(v) for k, v in host[-1].items()}
+        pending.clear()
+        now = time.perf_counter()
+        rate = (step - timer["step"]) / max(now - timer["t"], 1e-9)
+        timer.update(t=now, step=step)
+        eta = (train_steps - step) / rate if rate > 0 else math.inf
+        extras = " | ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "loss")
+        log.info("step %d/%d | loss %.5g | %.2f steps/s | %.1f examples/s | ETA %s | %s",
+                 step, train_steps, last["loss"], rate, rate * batch_size, _fmt_eta(eta), extras)
+
+    def evaluate(step: int) -> None:
+        it = eval_data.make_iterator(layout, seed=random_seed)
+        params = state.ema_params if state.ema_params is not None else state.params
+        sums: dict[str, float] = {}
+        with partitioner.activate():
+            for _ in range(eval_steps):
+                m = jax.device_get(eval_fn(params, partitioner.make_global_batch(next(it), batch_size)))
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) / eval_steps
+        eval_writer.write_scalars(step, sums)
+        log.info("eval at step %d: %s", step, " | ".join(f"{k} {v:.4g}" for k, v in sums.items()))
+
+    step = start_step
+    try:
+        while step < train_steps:
+            batch = partitioner.make_global_batch(next(train_iter), batch_size)
+            state, m = compiled(state, batch)
+            step += 1
+            pending.append((step, m))
+            if step % log_period == 0 or step == train_steps:
+                flush(step)
+            if preemption.reached(step):
+                flush(step)
+                ckpt.save(step, state, train_iter)
+                log.warning("preempted: checkpoint saved at step %d; exiting.", step)
+                status = "preempted"
+                break
+            if ckpt.should_save(step) and step < train_steps:
+                flush(step)  # Never save a state whose loss went non-finite.
+                ckpt.save(step, state, train_iter)
+            if eval_fn and step % eval_period == 0:
+                evaluate(step)
+        flush(step)
+        if status == "completed":
+            ckpt.save(step, state, train_iter)
+    finally:
+        preemption.close()
+        ckpt.close()
+        writer.flush()
+        if eval_writer:
+            eval_writer.flush()
+    elapsed = time.perf_counter() - timer["t_start"]
+    done = step - start_step
+    return {
+        "status": status,
+        "step": step,
+        "start_step": start_step,
+        "loss": last.get("loss"),
+        "metrics": last,
+        "compile_seconds": round(compile_seconds, 3),
+        "steps_per_second": round(done / elapsed, 3) if done else None,
+        "examples_per_second": round(done * batch_size / elapsed, 2) if done else None,
+        "num_params": param_count(factory.abstract.params),
+        "model_dir": model_dir,
+        "checkpoint_dir": str(ckpt.directory),
+        "metrics_file": jsonl,
+    }
