@@ -27,10 +27,19 @@ def setup_logging() -> None:
         h.addFilter(lambda r: "gin/resource_reader" not in r.pathname)
 
 
-def main(argv: list[str] | None = None, *, usage: str = __doc__) -> dict:
+def import_configurables(modules: tuple[str, ...] = ()) -> None:
+    """Importing registers the configurables the gin files refer to."""
+    import importlib
+
+    for m in ("trainer.train", "trainer.optimizers", "trainer.toy", "trainer.input_pipeline", *modules):
+        importlib.import_module(m)
+
+
+def main(argv: list[str] | None = None, *, usage: str = __doc__, modules: tuple[str, ...] = ()) -> dict:
+    """Parses flags, initialises multi-host JAX, trains. `modules` register a family's configurables."""
     setup_logging()
-    # Importing registers the configurables the gin files refer to.
-    from trainer import multihost, optimizers, toy, train  # noqa: F401
+    import_configurables(modules)
+    from trainer import multihost, train
 
     try:
         flags_lib.parse_and_apply(argv, usage)

@@ -120,7 +120,7 @@ class ToyModel(BaseModel):
 
 @gin.configurable
 class ToyData(DataSource):
-    """The teacher: y = sin(mean_t(x) A) + tanh(max_t(x) B) + 0.1 * noise.
+    """The teacher: y = tanh(2 mean_t(x) A) + 0.5 tanh(max_t(x) B) + 0.05 * noise.
 
     `split` picks an independent stream of examples ('train', 'validation').
     """
@@ -131,7 +131,7 @@ class ToyData(DataSource):
         self.split_id = {"train": 0, "validation": 1, "test": 2}[split]
         t = np.random.default_rng(teacher_seed)
         self.a = t.normal(size=(features, outputs)).astype(np.float32)
-        self.b = t.normal(size=(features, outputs)).astype(np.float32) / 2
+        self.b = t.normal(size=(features, outputs)).astype(np.float32) / np.sqrt(features)
 
     def examples(self, indices: np.ndarray, seed: int) -> dict[str, np.ndarray]:
         xs = np.stack([
@@ -140,7 +140,7 @@ class ToyData(DataSource):
         ]).astype(np.float32)
         noise = np.stack([np.random.default_rng((seed, self.split_id, int(g), 1)).normal(size=self.outputs)
                           for g in indices]).astype(np.float32)
-        y = np.sin(xs.mean(1) @ self.a * 3) + np.tanh(xs.max(1) @ self.b) + 0.1 * noise
+        y = np.tanh(2 * xs.mean(1) @ self.a) + 0.5 * np.tanh(xs.max(1) @ self.b) + 0.05 * noise
         return {"inputs": xs, "targets": y.astype(np.float32)}
 
     def make_iterator(self, layout: DataLayout, *, seed: int) -> DataIterator:
