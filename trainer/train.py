@@ -53,8 +53,8 @@ def make_train_step(model: BaseModel, optimizer: optax.GradientTransformation,
         ema = state.ema_params
         if ema is not None:
             ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
-        out = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads),
-               "param_norm": optax.global_norm(params)}
+        out = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads),
+               "param_norm": optax.tree.norm(params)}
         if lr_schedule is not None:
             out["learning_rate"] = lr_schedule(state.step)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state,

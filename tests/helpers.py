@@ -1,0 +1,62 @@
+"""Shared helpers: running the real training binary in a subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A small, fast toy run: 8 fake devices, FSDP x tensor, checkpoints every 4 steps.
+TINY = [
+    "--gin_file=toy/tiny_cpu.gin",
+    "--gin_file=mesh/fsdp_tensor.gin",
+    "--gin.Partitioner.mesh_shape=(1, 4, 2)",
+    "--gin.TRAIN_STEPS=12",
+    "--gin.BATCH_SIZE=16",
+    "--gin.CHECKPOINT_PERIOD=4",
+    "--gin.train.log_period=1",
+    "--gin.train.eval_period=0",
+    "--gin.CheckpointConfig.keep=None",
+]
+
+
+def env(devices: int = 8, **extra: str) -> dict[str, str]:
+    e = dict(os.environ)
+    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    e["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    e["PYTHONUNBUFFERED"] = "1"
+    e.update(extra)
+    return e
+
+
+def train_cmd(model_dir: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "trainer.main", *TINY, f"--model_dir={model_dir}", *extra]
+
+
+def run_train(model_dir: str, *extra: str, check: bool = True, timeout: int = 300, **env_extra):
+    p = subprocess.run(train_cmd(model_dir, *extra), cwd=ROOT, env=env(**env_extra),
+                       capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"training failed ({p.returncode}):\n{p.stderr[-4000:]}")
+    return p
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def losses(model_dir: str) -> dict[int, float]:
+    from trainer.metrics import read_jsonl
+
+    return {r["step"]: r["loss"] for r in read_jsonl(os.path.join(model_dir, "metrics.jsonl"))}
+
+
+def final_params(model_dir: str, step: int):
+    """The params of checkpoint `step`, as numpy, read back with Orbax."""
+    import orbax.checkpoint as ocp
+
+    ckptr = ocp.StandardCheckpointer()
+    state = ckptr.restore(os.path.join(model_dir, "checkpoints", str(step), "state"))
+    return state["params"]
