@@ -19,6 +19,8 @@ TINY = [
     "--gin.train.log_period=1",
     "--gin.train.eval_period=0",
     "--gin.CheckpointConfig.keep=None",
+    # Fixed schedule length, so runs of different lengths share a trajectory.
+    "--gin.warmup_cosine.decay_steps=1000",
 ]
 
 

@@ -207,6 +207,7 @@ def train(
                 break
             if ckpt.should_save(step) and step < train_steps:
                 flush(step)  # Never save a state whose loss went non-finite.
+                writer.flush()
                 ckpt.save(step, state, train_iter)
             if eval_fn and step % eval_period == 0:
                 evaluate(step)

@@ -1,0 +1,104 @@
+"""Exact resume after SIGKILL and SIGTERM, broken checkpoints, NaN losses.
+
+Every run here is the real binary (`python -m trainer.main`) in a subprocess
+on 8 fake devices, FSDP x tensor.
+"""
+import os
+import shutil
+import signal
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+
+from tests import helpers
+
+LONG = ["--gin.TRAIN_STEPS=120", "--gin.CHECKPOINT_PERIOD=10"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 120-step run."""
+    d = str(tmp_path_factory.mktemp("reference"))
+    out = helpers.last_json(helpers.run_train(d, *LONG).stdout)
+    assert out["status"] == "completed" and out["step"] == 120 and out["start_step"] == 0
+    return d
+
+
+def _start_and_signal(model_dir, sig, after_step):
+    """Starts a run and sends `sig` once it has logged `after_step`."""
+    p = subprocess.Popen(helpers.train_cmd(model_dir, *LONG), cwd=helpers.ROOT, env=helpers.env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:
+        if f"step {after_step}/120" in line:
+            p.send_signal(sig)
+            break
+    out, err = p.communicate(timeout=300)
+    return p.returncode, out, err
+
+
+def _assert_same_run(model_dir, reference):
+    ref_losses, losses = helpers.losses(reference), helpers.losses(model_dir)
+    assert sorted(losses) == list(range(1, 121))
+    assert losses == ref_losses  # Exactly equal, step by step.
+    a, b = helpers.final_params(model_dir, 120), helpers.final_params(reference, 120)
+    jax.tree.map(np.testing.assert_array_equal, a, b)  # Bit-identical.
+
+
+def test_sigkill_then_resume_is_exact(tmp_path, reference):
+    d = str(tmp_path)
+    rc, out, _ = _start_and_signal(d, signal.SIGKILL, after_step=25)
+    assert rc == -signal.SIGKILL and not out.strip()  # Killed before it finished.
+    resumed = helpers.last_json(helpers.run_train(d, *LONG).stdout)
+    assert 0 < resumed["start_step"] < 120 and resumed["step"] == 120
+    _assert_same_run(d, reference)
+
+
+def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path, reference):
+    d = str(tmp_path)
+    rc, out, err = _start_and_signal(d, signal.SIGTERM, after_step=25)
+    assert rc == 0, err[-2000:]
+    first = helpers.last_json(out)
+    assert first["status"] == "preempted" and 25 <= first["step"] < 120
+    assert os.path.isdir(os.path.join(d, "checkpoints", str(first["step"])))
+    resumed = helpers.last_json(helpers.run_train(d, *LONG).stdout)
+    assert resumed["start_step"] == first["step"]
+    _assert_same_run(d, reference)
+
+
+def test_half_written_and_corrupt_checkpoints_are_skipped(tmp_path, reference):
+    d = str(tmp_path)
+    ckpts = os.path.join(d, "checkpoints")
+    shutil.copytree(os.path.join(reference, "checkpoints"), ckpts)
+    for step in range(40, 130, 10):
+        shutil.rmtree(os.path.join(ckpts, str(step)))
+    # What a kill during the save of step 40 leaves: Orbax's tmp dir, half its files.
+    tmp = os.path.join(ckpts, "40.orbax-checkpoint-tmp-1795480000")
+    shutil.copytree(os.path.join(ckpts, "30"), tmp)
+    for root, _, files in os.walk(tmp):
+        for f in files[::2]:
+            os.remove(os.path.join(root, f))
+    # And a finished-looking step 30 whose array data was damaged on disk.
+    for root, _, files in os.walk(os.path.join(ckpts, "30", "state")):
+        for f in files:
+            if "ocdbt" in root or f.startswith("d"):
+                with open(os.path.join(root, f), "wb") as fh:
+                    fh.write(b"garbage")
+    shutil.copy(os.path.join(reference, "metrics.jsonl"), os.path.join(d, "metrics.jsonl"))
+    p = helpers.run_train(d, *LONG)
+    assert "Ignoring incomplete checkpoint" in p.stderr and "40.orbax-checkpoint-tmp" in p.stderr
+    assert "could not be restored" in p.stderr and "/30" in p.stderr
+    assert helpers.last_json(p.stdout)["start_step"] == 20
+    _assert_same_run(d, reference)
+
+
+def test_nan_loss_is_a_clear_error_and_keeps_last_good_checkpoint(tmp_path):
+    d = str(tmp_path)
+    p = helpers.run_train(d, "--gin.warmup_cosine.peak_value=1e30", "--gin.warmup_cosine.warmup_steps=1",
+                          check=False)
+    assert p.returncode == 3, p.stderr[-2000:]
+    assert "error: loss is" in p.stderr and "at step" in p.stderr
+    steps = sorted(int(s) for s in os.listdir(os.path.join(d, "checkpoints")) if s.isdigit())
+    bad = int(p.stderr.split("at step ")[1].split(";")[0])
+    assert all(s < bad for s in steps)
