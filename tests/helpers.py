@@ -57,8 +57,13 @@ def losses(model_dir: str) -> dict[int, float]:
 
 def final_params(model_dir: str, step: int):
     """The params of checkpoint `step`, as numpy, read back with Orbax."""
+    import jax
+    import numpy as np
     import orbax.checkpoint as ocp
 
-    ckptr = ocp.StandardCheckpointer()
-    state = ckptr.restore(os.path.join(model_dir, "checkpoints", str(step), "state"))
-    return state["params"]
+    path = os.path.join(model_dir, "checkpoints", str(step), "state")
+    ckptr = ocp.PyTreeCheckpointer()
+    tree = ckptr.metadata(path).item_metadata.tree
+    # To host numpy: independent of the topology that wrote it.
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return ckptr.restore(path, restore_args=args)["params"]
