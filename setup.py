@@ -55,6 +55,5 @@ setuptools.setup(
     },
     classifiers=[
         "Programming Language :: Python :: 3.11",
-        "License :: OSI Approved :: Apache Software License",
     ],
 )

@@ -40,3 +40,12 @@ def test_binary_exits_2_and_names_a_misspelled_binding(tmp_path):
     p = helpers.run_train(str(tmp_path), "--gin.train.log_perod=3", check=False)
     assert p.returncode == 2
     assert "log_perod" in p.stderr and "error:" in p.stderr
+
+
+def test_missing_model_dir_is_a_clear_error():
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "trainer.main", "--gin_file=toy/tiny_cpu.gin"], cwd=helpers.ROOT,
+                       env=helpers.env(devices=1), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "pass --model_dir" in p.stderr

@@ -102,3 +102,23 @@ def test_nan_loss_is_a_clear_error_and_keeps_last_good_checkpoint(tmp_path):
     steps = sorted(int(s) for s in os.listdir(os.path.join(d, "checkpoints")) if s.isdigit())
     bad = int(p.stderr.split("at step ")[1].split(";")[0])
     assert all(s < bad for s in steps)
+
+
+def test_init_from_starts_a_new_run_from_another_runs_params(tmp_path, reference):
+    d = str(tmp_path)
+    src = os.path.join(reference, "checkpoints", "120")
+    # Learning rate 0: the new run's params stay exactly those it was initialised from.
+    out = helpers.last_json(helpers.run_train(
+        d, "--gin.TRAIN_STEPS=2", f"--gin.CheckpointConfig.init_from='{src}'",
+        "--gin.adam.learning_rate=0.0").stdout)
+    assert out["start_step"] == 0 and out["step"] == 2
+    jax.tree.map(np.testing.assert_array_equal, helpers.final_params(d, 2), helpers.final_params(reference, 120))
+    # A run that already has checkpoints ignores init_from and resumes.
+    again = helpers.last_json(helpers.run_train(
+        d, "--gin.TRAIN_STEPS=3", f"--gin.CheckpointConfig.init_from='{src}'",
+        "--gin.adam.learning_rate=0.0").stdout)
+    assert again["start_step"] == 2
+    # Checkpoints that do not fit this run's state (another optimizer) are an error, not a restart.
+    p = helpers.run_train(d, "--gin.TRAIN_STEPS=4", check=False)
+    assert p.returncode == 2 and "none matches this run's train state" in p.stderr
+    assert helpers.last_json(helpers.run_train(d, "--gin.TRAIN_STEPS=3", "--gin.adam.learning_rate=0.0").stdout)["step"] == 3

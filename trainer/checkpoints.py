@@ -78,6 +78,10 @@ class DataIteratorRestore(ocp.args.CheckpointArgs):
     iterator: DataIterator
 
 
+class CheckpointRestoreError(RuntimeError):
+    pass
+
+
 # -- the checkpointer -----------------------------------------------------------
 @gin.configurable
 @dataclasses.dataclass
@@ -143,7 +147,12 @@ class Checkpointer:
         )
 
     def restore_latest(self, abstract_state: Any, data_iterator: DataIterator) -> tuple[int, Any] | None:
-        """Restores the newest checkpoint that restores cleanly, or None if none does."""
+        """Restores the newest checkpoint that restores cleanly; None if there are none.
+
+        Raises `CheckpointRestoreError` when checkpoints exist but none restores
+        (e.g. the model or optimizer config changed): starting over would
+        silently discard that run."""
+        failures = []
         for step in reversed(self.all_steps()):
             try:
                 restored = self.manager.restore(
@@ -156,17 +165,32 @@ class Checkpointer:
             except Exception as e:  # noqa: BLE001 -- any failure means "not usable".
                 log.warning("Checkpoint %s/%d could not be restored (%s: %s); trying an older one.",
                             self.directory, step, type(e).__name__, e)
+                failures.append(f"step {step}: {type(e).__name__}: {str(e)[:500]}")
                 continue
             return step, restored["state"]
+        if failures:
+            raise CheckpointRestoreError(
+                f"{self.directory} has checkpoints but none matches this run's train state "
+                f"(did the model or optimizer config change? use a new --model_dir, or "
+                f"CheckpointConfig.init_from to take only the params):\n" + "\n".join(failures))
         return None
 
-    def restore_params_from(self, path: str, abstract_state: Any) -> Any:
-        """The state stored under `path` (a `<step>` directory of another run)."""
-        ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-        restored = ckptr.restore(
-            epath.Path(path), args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
-        )
-        return restored["state"]
+    def restore_params_from(self, path: str, abstract_state: Any) -> dict[str, Any]:
+        """`params` (and `ema_params` when the state has them) of the checkpoint at `path`
+        (a `<step>` directory of another run), sharded as `abstract_state` says.
+
+        Only these are read (an Orbax partial restore), so the other run may have
+        used a different optimizer or none."""
+        target = {"params": abstract_state.params}
+        if abstract_state.ema_params is not None:
+            target["ema_params"] = abstract_state.ema_params
+        state_dir = epath.Path(path) / "state"
+        if not state_dir.exists():
+            raise FileNotFoundError(f"CheckpointConfig.init_from={path!r}: no {state_dir}")
+        with ocp.PyTreeCheckpointer() as ckptr:
+            return ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
+                item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                partial_restore=True))
 
     def wait_until_finished(self) -> None:
         self.manager.wait_until_finished()

@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None, *, usage: str = __doc__, modules: tuple[
     multihost.initialize()
     try:
         result = train.train()
+    except (train.ConfigError, train.CheckpointRestoreError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     except train.NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)

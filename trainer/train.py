@@ -27,12 +27,16 @@ import optax
 from trainer import metrics as metrics_lib
 from trainer import multihost
 from trainer.base_model import BaseModel
-from trainer.checkpoints import CheckpointConfig, Checkpointer
+from trainer.checkpoints import CheckpointConfig, Checkpointer, CheckpointRestoreError  # noqa: F401 (re-exported)
 from trainer.input_pipeline import DataSource
 from trainer.partitioning import Partitioner
 from trainer.train_state import TrainState, make_state_factory, param_count
 
 log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A setting of `train()` that cannot work; the message names the binding."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -94,6 +98,10 @@ def train(
     Returns a summary (final step, last loss, timings, where things are).
     """
     # == 1. set-up ==========================================================
+    if not model_dir:
+        raise ConfigError("train.model_dir is not set: pass --model_dir=DIR (a local path or gs://...).")
+    if "://" not in model_dir:
+        model_dir = os.path.abspath(model_dir)  # Orbax wants absolute paths.
     partitioner = partitioner or Partitioner()
     checkpoint = checkpoint or CheckpointConfig()
     primary = multihost.is_primary()
@@ -121,8 +129,7 @@ def train(
         start_step, state = 0, factory.init(random_seed)
         if checkpoint.init_from:
             src = ckpt.restore_params_from(checkpoint.init_from, factory.abstract)
-            state = state.replace(params=src.params,
-                                  ema_params=src.ema_params if ema_decay is not None else None)
+            state = state.replace(params=src["params"], ema_params=src.get("ema_params"))
             log.info("initialised params from %s", checkpoint.init_from)
         if primary:
             metrics_lib.truncate_jsonl(jsonl, 0)
