@@ -11,7 +11,6 @@ examples.
 """
 from __future__ import annotations
 
-from typing import Any
 
 import flax.linen as nn
 import gin

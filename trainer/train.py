@@ -27,12 +27,15 @@ import optax
 from trainer import metrics as metrics_lib
 from trainer import multihost
 from trainer.base_model import BaseModel
-from trainer.checkpoints import CheckpointConfig, Checkpointer, CheckpointRestoreError  # noqa: F401 (re-exported)
+from trainer.checkpoints import CheckpointConfig, Checkpointer, CheckpointRestoreError
 from trainer.input_pipeline import DataSource
 from trainer.partitioning import Partitioner
 from trainer.train_state import TrainState, make_state_factory, param_count
 
 log = logging.getLogger(__name__)
+
+
+__all__ = ["train", "make_train_step", "ConfigError", "NonFiniteLossError", "CheckpointRestoreError"]
 
 
 class ConfigError(ValueError):
