@@ -38,12 +38,10 @@ class StateFactory:
     Attributes:
       abstract: the state's `jax.ShapeDtypeStruct` tree, each with its sharding.
       shardings: the state's `NamedSharding` tree.
-      logical_specs: the state's logical `PartitionSpec` tree (for summaries).
     """
 
     abstract: TrainState
     shardings: TrainState
-    logical_specs: TrainState
     _init: Callable[[jax.Array], TrainState]
 
     def init(self, seed: int) -> TrainState:
@@ -94,8 +92,7 @@ def make_state_factory(
         with partitioner.activate():
             return jitted(rng)
 
-    return StateFactory(abstract=abstract, shardings=shardings,
-                        logical_specs=logical_specs, _init=init_sharded)
+    return StateFactory(abstract=abstract, shardings=shardings, _init=init_sharded)
 
 
 def param_count(tree: Any) -> int:
