@@ -1,0 +1,46 @@
+"""Feature converters: task features -> fixed-shape model batches."""
+from __future__ import annotations
+
+import seqio
+import tensorflow as tf
+
+
+class MulanFeatureConverter(seqio.FeatureConverter):
+    """`audio` [T] float32 (T = `task_feature_lengths['audio']`, checked against the crop) and `text_tokens` padded with 0 ([PAD]) to
+    `task_feature_lengths['text_tokens']`; a `text_mask` (1 = real token) is added. No packing."""
+
+    TASK_FEATURES = {
+        "audio": seqio.FeatureConverter.FeatureSpec(dtype=tf.float32, rank=1),
+        "text_tokens": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
+    }
+    MODEL_FEATURES = {
+        "audio": seqio.FeatureConverter.FeatureSpec(dtype=tf.float32, rank=1),
+        "text_tokens": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
+        "text_mask": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
+    }
+    PACKING_FEATURE_DTYPE = None
+
+    def __init__(self, pack: bool = False, **kwargs):
+        if pack:
+            raise ValueError("MulanFeatureConverter does not pack")
+        super().__init__(pack=False, **kwargs)
+
+    def _convert_features(self, ds, task_feature_lengths):
+        length = task_feature_lengths["text_tokens"]
+        audio_len = task_feature_lengths["audio"]
+
+        def conv(ex):
+            tf.debugging.assert_equal(
+                tf.shape(ex["audio"])[0], audio_len,
+                message=f"task_feature_lengths['audio']={audio_len} differs from the task's audio crop length")
+            tokens = ex["text_tokens"][:length]
+            n = tf.shape(tokens)[0]
+            return {"audio": ex["audio"],
+                    "text_tokens": tf.pad(tokens, [[0, length - n]]),
+                    "text_mask": tf.pad(tf.ones([n], tf.int32), [[0, length - n]])}
+
+        return ds.map(conv, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def get_model_feature_lengths(self, task_feature_lengths):
+        return {"audio": task_feature_lengths.get("audio"), "text_tokens": task_feature_lengths["text_tokens"],
+                "text_mask": task_feature_lengths["text_tokens"]}

@@ -1,0 +1,158 @@
+"""seqio preprocessors for audio/text records (TensorFlow; stateless seeds throughout).
+
+Randomness comes from seqio's `map_over_dataset(num_seeds=...)`: each example gets seeds derived
+from the task seed and its position, so a pipeline is deterministic for a seed and its position
+can be checkpointed and restored exactly (the trainer saves the tf.data iterator).
+"""
+from __future__ import annotations
+
+import seqio
+import tensorflow as tf
+
+from data import weak_text
+
+SOURCES = weak_text.SOURCES
+# MuLan mixes short-form : long-form : playlist : class-label text 2 : 2 : 1 : 1 (SPEC §1).
+DEFAULT_TEXT_WEIGHTS = (2.0, 2.0, 1.0, 1.0)
+
+
+def densify(ex):
+    """VarLen (sparse) features -> dense 1-D tensors; PCM bytes -> float32 `audio`."""
+    out = {}
+    for k, v in ex.items():
+        out[k] = tf.sparse.to_dense(v) if isinstance(v, tf.sparse.SparseTensor) else v
+    pcm = tf.io.decode_raw(out["audio"], tf.int16, little_endian=True)
+    out["audio"] = tf.cast(pcm, tf.float32) / 32767.0
+    out["sample_rate"] = tf.cast(out["sample_rate"], tf.int32)
+    return out
+
+
+densify_dataset = seqio.map_over_dataset(densify)
+
+
+def fft_resample(x, sr_in, sr_out: int, n_out: int):
+    """Band-limited resampling by zero-extending / truncating the spectrum (as Noise2Music
+    upsamples its low-fi audio); `n_out` samples at `sr_out`. Exact when `sr_in == sr_out`."""
+    n = tf.shape(x)[0]
+    spec = tf.signal.rfft(x)
+    bins_out = n_out // 2 + 1
+    nb = tf.shape(spec)[0]
+    spec = tf.cond(nb >= bins_out, lambda: spec[:bins_out],
+                   lambda: tf.concat([spec, tf.zeros([bins_out - nb], spec.dtype)], 0))
+    y = tf.signal.irfft(spec, fft_length=[n_out]) * tf.cast(n_out, tf.float32) / tf.cast(n, tf.float32)
+    del sr_in, sr_out
+    return y
+
+
+def crop_and_resample(x, sr, *, seconds: float, model_rate: int, start):
+    """`seconds` of `x` from sample `start` (zero-padded at the end), resampled to `model_rate`."""
+    n_in = tf.cast(tf.math.round(seconds * tf.cast(sr, tf.float32)), tf.int32)
+    x = tf.pad(x, [[0, tf.maximum(n_in + start - tf.shape(x)[0], 0)]])[start:start + n_in]
+    n_out = int(round(seconds * model_rate))
+    y = tf.cond(tf.equal(sr, model_rate), lambda: tf.reshape(x, [n_out]),
+                lambda: fft_resample(x, sr, model_rate, n_out))
+    return tf.ensure_shape(y, [n_out])
+
+
+def random_crop(seconds: float = 10.0, model_rate: int = 16000):
+    """A random `seconds` window (stateless seed), resampled to `model_rate`: feature `audio`."""
+
+    @seqio.map_over_dataset(num_seeds=1)
+    def fn(ex, seed):
+        sr = ex["sample_rate"]
+        n_in = tf.cast(tf.math.round(seconds * tf.cast(sr, tf.float32)), tf.int32)
+        slack = tf.maximum(tf.shape(ex["audio"])[0] - n_in, 0)
+        start = tf.random.stateless_uniform([], seed, 0, slack + 1, dtype=tf.int32)
+        ex = dict(ex)
+        ex["audio"] = crop_and_resample(ex["audio"], sr, seconds=seconds, model_rate=model_rate, start=start)
+        return ex
+
+    return fn
+
+
+def head_crop(seconds: float = 10.0, model_rate: int = 16000):
+    """The first `seconds` (deterministic, for evaluation), resampled to `model_rate`."""
+
+    @seqio.map_over_dataset
+    def fn(ex):
+        ex = dict(ex)
+        ex["audio"] = crop_and_resample(ex["audio"], ex["sample_rate"], seconds=seconds,
+                                        model_rate=model_rate, start=tf.constant(0))
+        return ex
+
+    return fn
+
+
+def drop_silent(dataset, peak: float = 3e-5):
+    """Drops zero-length or silent examples (after cropping)."""
+    def keep(ex):
+        x = ex["audio"]
+        return tf.logical_and(tf.size(x) > 0, tf.reduce_max(tf.abs(tf.concat([x, [0.0]], 0))) > peak)
+
+    return dataset.filter(keep)
+
+
+def choose_text(weights=DEFAULT_TEXT_WEIGHTS, filter_text: bool = True, output_key: str = "text"):
+    """Draws one text per example: a source with probability proportional to `weights` among
+    the sources that have text (after the filter when `filter_text`), then a text of that source
+    uniformly. Adds `text` (string) and `text_source` (index into `SOURCES`, -1 if none)."""
+    if len(weights) != len(SOURCES):
+        raise ValueError(f"choose_text.weights needs {len(SOURCES)} values for {SOURCES}, got {weights}")
+    w = tf.constant([float(x) for x in weights], tf.float32)
+
+    @seqio.map_over_dataset(num_seeds=2)
+    def fn(ex, seeds):
+        texts, srcs = [], []
+        for i, s in enumerate(SOURCES):
+            t = ex[f"text_{s}"]
+            if filter_text:
+                t = tf.boolean_mask(t, tf.cast(ex[f"ok_{s}"], tf.int64) > 0)
+            texts.append(t)
+            srcs.append(tf.fill(tf.shape(t), i))
+        texts, srcs = tf.concat(texts, 0), tf.concat(srcs, 0)
+        counts = tf.math.bincount(srcs, minlength=len(SOURCES), maxlength=len(SOURCES))
+        logits = tf.where((counts > 0) & (w > 0), tf.math.log(tf.maximum(w, 1e-9)), -1e9)
+        src = tf.cast(tf.random.stateless_categorical(logits[None], 1, seeds[0])[0, 0], tf.int32)
+        pool = tf.boolean_mask(texts, tf.equal(srcs, src))
+        n = tf.shape(pool)[0]
+        idx = tf.random.stateless_uniform([], seeds[1], 0, tf.maximum(n, 1), dtype=tf.int32)
+        ex = dict(ex)
+        ex[output_key] = tf.cond(n > 0, lambda: pool[tf.minimum(idx, n - 1)], lambda: tf.constant(""))
+        ex["text_source"] = tf.where(n > 0, src, -1)
+        return ex
+
+    return fn
+
+
+def drop_empty_text(dataset, key: str = "text"):
+    return dataset.filter(lambda ex: tf.strings.length(tf.strings.strip(ex[key])) > 0)
+
+
+def tokenize_bert(key: str = "text", out_key: str = "text_tokens"):
+    """Tokenizes `key` with the output feature's vocabulary and prepends its `[CLS]`; `[SEP]` is
+    appended after trimming by `seqio.preprocessors.append_eos_after_trim`."""
+
+    def fn(dataset, output_features):
+        vocab = output_features[out_key].vocabulary
+        if hasattr(vocab, "_tf_tokenizer"):
+            vocab._tf_tokenizer()  # load files here, outside the traced map function
+
+        def tok(ex):
+            ex = dict(ex)
+            ids = vocab.encode_tf(ex[key])
+            ex[out_key] = tf.concat([[tf.constant(vocab.cls_id, tf.int32)], tf.cast(ids, tf.int32)], 0)
+            return ex
+
+        return dataset.map(tok, num_parallel_calls=tf.data.AUTOTUNE)
+
+    return fn
+
+
+def select(keys):
+    """Keeps only `keys` (what the model and its metrics need)."""
+
+    @seqio.map_over_dataset
+    def fn(ex):
+        return {k: ex[k] for k in keys}
+
+    return fn
