@@ -196,7 +196,7 @@ def render_clip(spec: dict) -> dict:
 # ---------------------------------------------------------------------------- driver
 def build(preset: str, out: str, *, seed: int = 0, sample_rates=(16000,), midi_dirs=(), soundfont_files=(),
           soundfont_names=None, workers: int | None = None, test_fraction: float = 0.1, max_clips: int | None = None,
-          write_records: bool = True, progress: bool = True, records_per_shard: int = 128) -> dict:
+          write_records: bool = True, progress: bool = True, records_per_shard: int = 32) -> dict:
     from data import records
     from data.synth import find_soundfonts
 
@@ -283,7 +283,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--test_fraction", type=float, default=0.1)
     ap.add_argument("--max_clips", type=int, default=None, help="render only the first N planned clips")
-    ap.add_argument("--records_per_shard", type=int, default=128)
+    ap.add_argument("--records_per_shard", type=int, default=32)
     ap.add_argument("--no_progress", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -96,7 +96,7 @@ def _write_shards(out_dir: str, split: str, items: list, per_shard: int, to_exam
     return n, written
 
 
-def write_corpus_records(corpus_dir: str, rows: list[dict], *, sample_rate: int = 16000, per_shard: int = 128,
+def write_corpus_records(corpus_dir: str, rows: list[dict], *, sample_rate: int = 16000, per_shard: int = 32,
                          progress: bool = True) -> dict:
     """The corpus builder's manifest rows -> `records/{train,test}-*.tfrecord`."""
     out_dir = os.path.join(corpus_dir, "records")
