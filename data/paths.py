@@ -1,4 +1,4 @@
-"""Where the corpus is: the gin macro `CORPUS_DIR` (configs/data/corpus.gin), or the demo cache.
+"""Where the corpus is: the gin macro `CORPUS_DIR` (configs/datasets/corpus.gin), or the demo cache.
 
 `CORPUS_DIR = None` (the default) means the per-user cache folder
 `$N2M_CACHE_DIR` or `$XDG_CACHE_HOME/noise2music` or `~/.cache/noise2music`, + `/corpus/demo`.

@@ -303,3 +303,23 @@ def test_build_corpus_cli_prints_json(tmp_path):
     assert last["clips"] == 2 and os.path.exists(tmp_path / "c" / "corpus.json")
     assert f"corpus written to {tmp_path / 'c'}" in p.stdout
     shutil.rmtree(tmp_path / "c")
+
+
+def test_corpus_dir_macro_from_gin_flags(corpus, tmp_path):
+    """A config that includes datasets/corpus.gin; `--gin.CORPUS_DIR=...` points the tasks at a corpus."""
+    import gin
+
+    import data.tasks  # noqa: F401 (registers the configurables)
+    from data import paths
+    from trainer import flags
+
+    out, _, _ = corpus
+    (tmp_path / "exp.gin").write_text("include 'datasets/corpus.gin'\ndata.tasks.text_mixture.weights = (1, 1, 1, 1)\n")
+    gin.clear_config()
+    flags.apply(flags.parse_argv([f"--gin_file={tmp_path / 'exp.gin'}", f"--gin.CORPUS_DIR='{out}'"]))
+    assert paths.corpus_dir() == out
+    assert data.tasks.text_mixture() == (1, 1, 1, 1)
+    gin.clear_config()
+    with pytest.raises(flags.FlagError, match="CORPUS_DIRR"):
+        flags.apply(flags.parse_argv([f"--gin_file={tmp_path / 'exp.gin'}", "--gin.CORPUS_DIRR='/x'"]))
+    gin.clear_config()
