@@ -30,9 +30,9 @@ def densify(ex):
 densify_dataset = seqio.map_over_dataset(densify)
 
 
-def fft_resample(x, sr_in, sr_out: int, n_out: int):
+def fft_resample(x, n_out: int):
     """Band-limited resampling by zero-extending / truncating the spectrum (as Noise2Music
-    upsamples its low-fi audio); `n_out` samples at `sr_out`. Exact when `sr_in == sr_out`."""
+    upsamples its low-fi audio) to `n_out` samples."""
     n = tf.shape(x)[0]
     spec = tf.signal.rfft(x)
     bins_out = n_out // 2 + 1
@@ -40,7 +40,6 @@ def fft_resample(x, sr_in, sr_out: int, n_out: int):
     spec = tf.cond(nb >= bins_out, lambda: spec[:bins_out],
                    lambda: tf.concat([spec, tf.zeros([bins_out - nb], spec.dtype)], 0))
     y = tf.signal.irfft(spec, fft_length=[n_out]) * tf.cast(n_out, tf.float32) / tf.cast(n, tf.float32)
-    del sr_in, sr_out
     return y
 
 
@@ -50,7 +49,7 @@ def crop_and_resample(x, sr, *, seconds: float, model_rate: int, start):
     x = tf.pad(x, [[0, tf.maximum(n_in + start - tf.shape(x)[0], 0)]])[start:start + n_in]
     n_out = int(round(seconds * model_rate))
     y = tf.cond(tf.equal(sr, model_rate), lambda: tf.reshape(x, [n_out]),
-                lambda: fft_resample(x, sr, model_rate, n_out))
+                lambda: fft_resample(x, n_out))
     return tf.ensure_shape(y, [n_out])
 
 
