@@ -36,5 +36,11 @@ class BaseModel(abc.ABC):
         loss, metrics = self.loss(params, batch, jax.random.PRNGKey(0))
         return {"loss": loss, **metrics}
 
+    def load_pretrained(self, params: Any, shardings: Any) -> Any:
+        """Called once when a run starts fresh (not on resume): returns `params` with any externally
+        pretrained weights the model's config names put in place, sharded like `shardings`."""
+        del shardings
+        return params
+
     def dummy_batch(self, batch_size: int) -> dict[str, jax.Array]:
         return {k: jnp.zeros(s.shape, s.dtype) for k, s in self.batch_spec(batch_size).items()}

@@ -130,6 +130,10 @@ def train(
             metrics_lib.truncate_jsonl(jsonl, start_step)
     else:
         start_step, state = 0, factory.init(random_seed)
+        params = model.load_pretrained(state.params, factory.shardings.params)
+        if params is not state.params:
+            ema = jax.tree.map(lambda x: x.copy(), params) if state.ema_params is not None else None
+            state = state.replace(params=params, ema_params=ema)  # A copy: both are donated.
         if checkpoint.init_from:
             src = ckpt.restore_params_from(checkpoint.init_from, factory.abstract)
             state = state.replace(params=src["params"], ema_params=src.get("ema_params"))
