@@ -4,8 +4,8 @@
     text_tokens [B, L], text_mask [B, L] --> text tower -> [B, 128]
     both L2-normalised; logits = a t^T / tau over the global batch; loss from `mulan.loss`.
 
-The temperature is learned in the unconstrained `temperature_raw` with tau = exp(-softplus(raw)),
-which keeps tau in (0, 1] for any parameter value.  Clips shorter than `audio_samples` are
+The temperature is learned in the unconstrained `temperature_raw` with
+tau = max(exp(-softplus(raw)), 1e-3), which keeps tau in (0, 1] for any parameter value.  Clips shorter than `audio_samples` are
 zero-padded to it by the data pipeline and by `mulan.embed`; the front end is shape-static.
 """
 from __future__ import annotations
@@ -33,8 +33,11 @@ def raw_from_temperature(tau: float) -> float:
     return math.log(math.expm1(y))
 
 
+MIN_TEMPERATURE = 1e-3  # a floor, so an extreme parameter cannot make tau underflow to 0
+
+
 def temperature_from_raw(raw: jax.Array) -> jax.Array:
-    return jnp.exp(-jax.nn.softplus(raw))
+    return jnp.maximum(jnp.exp(-jax.nn.softplus(raw)), MIN_TEMPERATURE)
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -104,8 +107,9 @@ class MulanModel(BaseModel):
                  spec_augment: SpecAugment | None = None, audio_samples: int = 160_000, text_length: int = 64,
                  loss_type: str = "mulan", init_temperature: float = 0.1, learn_temperature: bool = True,
                  text_checkpoint: str | None = None, audio_checkpoint: str | None = None):
-        if not 0.0 < init_temperature <= 1.0:
-            raise ValueError(f"MulanModel.init_temperature={init_temperature} must be in (0, 1].")
+        if not MIN_TEMPERATURE <= init_temperature <= 1.0:
+            raise ValueError(f"MulanModel.init_temperature={init_temperature} must be in (0, 1] "
+                             f"(at least {MIN_TEMPERATURE}).")
         if loss_type not in loss_lib.LOSSES:
             raise ValueError(f"MulanModel.loss_type={loss_type!r}: use one of {loss_lib.LOSSES}.")
         self.frontend = frontend or LogMel()

@@ -15,3 +15,22 @@ def _clear_gin():
     gin.clear_config()
     yield
     gin.clear_config()
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """The `tiny` corpus preset (18 clips of real rendered music, a third held out), plus one
+    broken user MIDI file that must be skipped and reported.  Built once per session (~20 s).
+
+    Returns (corpus dir, build report, manifest rows)."""
+    import json
+
+    from data import build_corpus
+
+    out = str(tmp_path_factory.mktemp("corpus"))
+    midi_dir = tmp_path_factory.mktemp("user_midi")
+    (midi_dir / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06 this is not a MIDI file")
+    report = build_corpus.build("tiny", out, seed=0, workers=2, test_fraction=0.35, midi_dirs=[str(midi_dir)],
+                                records_per_shard=4, progress=False)
+    rows = [json.loads(line) for line in open(os.path.join(out, "manifest.jsonl"))]
+    return out, report, rows

@@ -13,16 +13,8 @@ pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from data import build_corpus
-
-    out = str(tmp_path_factory.mktemp("corpus"))
-    midi_dir = tmp_path_factory.mktemp("user_midi")
-    (midi_dir / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06 this is not a MIDI file")
-    report = build_corpus.build("tiny", out, seed=0, workers=2, test_fraction=0.35, midi_dirs=[str(midi_dir)],
-                                records_per_shard=4, progress=False)
-    rows = [json.loads(line) for line in open(os.path.join(out, "manifest.jsonl"))]
-    return out, report, rows
+def corpus(tiny_corpus):
+    return tiny_corpus
 
 
 def test_corpus_has_real_music_metadata_and_work_splits(corpus):

@@ -82,6 +82,28 @@ class CheckpointRestoreError(RuntimeError):
     pass
 
 
+def restore_params(step_dir: str, abstract_params: Any, key: str = "params") -> Any:
+    """One subtree (`params` or `ema_params`) of the train state saved in `step_dir` (a
+    `checkpoints/<step>` directory), sharded as `abstract_params` says: an Orbax partial restore,
+    so no optimizer state is read.  Raises `CheckpointRestoreError` naming the directory and key."""
+    state_dir = epath.Path(step_dir) / "state"
+    if not state_dir.exists():
+        raise CheckpointRestoreError(f"{step_dir}: no saved state (an incomplete or foreign checkpoint?).")
+    target = {key: abstract_params}
+    try:
+        with ocp.PyTreeCheckpointer() as ckptr:
+            out = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
+                item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                partial_restore=True))
+    except Exception as e:  # noqa: BLE001 -- Orbax raises many types for a tree mismatch.
+        raise CheckpointRestoreError(
+            f"{state_dir}: its {key!r} do not match the model's parameters "
+            f"(another config?): {type(e).__name__}: {str(e)[:800]}") from e
+    if key not in out or out[key] is None:
+        raise CheckpointRestoreError(f"{state_dir}: holds no {key!r}.")
+    return out[key]
+
+
 # -- the checkpointer -----------------------------------------------------------
 @gin.configurable
 @dataclasses.dataclass
