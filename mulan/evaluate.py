@@ -221,9 +221,12 @@ def _trained_corpus() -> str | None:
     import gin
 
     try:
-        return gin.query_parameter("data.paths.corpus_dir.path")
+        value = gin.query_parameter("data.paths.corpus_dir.path")
     except ValueError:
         return None
+    if isinstance(value, gin.config.ConfigurableReference):  # the %CORPUS_DIR macro
+        value = value.scoped_configurable_fn()
+    return value
 
 
 if __name__ == "__main__":

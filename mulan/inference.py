@@ -60,6 +60,13 @@ def model_from_config(config_path: str, bindings: Sequence[str] = ()) -> tuple[M
     return model, rules
 
 
+def _has_ema(config_path: str) -> bool:
+    try:
+        return gin.query_parameter("train.ema_decay") is not None
+    except ValueError:
+        return False
+
+
 class Encoder:
     """Embeds audio and text with a trained MuLan.  `params` are plain (unboxed) arrays."""
 
@@ -91,15 +98,12 @@ class Encoder:
         abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                 nn.meta.unbox(boxed), shardings)
         step_dir = os.path.join(model_dir, "checkpoints", str(step))
-        restored = None
-        if use_ema:
-            try:
-                restored = ckpt_lib.restore_params(step_dir, abstract, key="ema_params")
-            except ckpt_lib.CheckpointRestoreError:
-                restored = None  # The run kept no EMA.
+        restored, which = None, "params"
+        if use_ema and _has_ema(config):
+            restored, which = ckpt_lib.restore_params(step_dir, abstract, key="ema_params"), "EMA params"
         if restored is None:
             restored = ckpt_lib.restore_params(step_dir, abstract, key="params")
-        log.info("loaded %s step %d (%s)", model_dir, step, "EMA" if use_ema and restored is not None else "raw")
+        log.info("loaded %s step %d (%s)", model_dir, step, which)
         return cls(model, restored, partitioner, batch_size, step, model_dir)
 
     # -- batching ------------------------------------------------------------------

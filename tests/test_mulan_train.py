@@ -1,0 +1,126 @@
+"""MuLan end to end on a real (tiny) corpus: the training binary through seqio, kill-and-resume
+continuing exactly, then the evaluation and embedding binaries on the trained checkpoint."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from tests import helpers
+
+
+def _args(corpus_dir, steps=6):
+    return ["--gin_file=mulan/tiny_cpu.gin",
+            "--gin.MulanModel.text_checkpoint=None",   # tiny random towers, no MiniLM
+            "--gin.ast_tower.dim=32", "--gin.ast_tower.depth=1", "--gin.ast_tower.num_heads=2",
+            "--gin.bert_tower.hidden=32", "--gin.bert_tower.num_layers=1", "--gin.bert_tower.num_heads=2",
+            "--gin.bert_tower.mlp_dim=64", "--gin.TEXT_LENGTH=16",
+            f"--gin.TRAIN_STEPS={steps}", "--gin.BATCH_SIZE=8", "--gin.CHECKPOINT_PERIOD=2",
+            "--gin.train.log_period=1", "--gin.CheckpointConfig.keep=None",
+            "--gin.warmup_cosine.decay_steps=1000", f"--gin.CORPUS_DIR='{corpus_dir}'"]
+
+
+def _cmd(model_dir, corpus_dir, *extra):
+    return [sys.executable, "-m", "mulan.train", *_args(corpus_dir), f"--model_dir={model_dir}", *extra]
+
+
+def _run(cmd, timeout=400):
+    p = subprocess.run(cmd, cwd=helpers.ROOT, env=helpers.env(), capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr[-4000:]
+    return p
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_corpus, tmp_path_factory):
+    corpus_dir = tiny_corpus[0]
+    d = str(tmp_path_factory.mktemp("mulan_ref"))
+    out = helpers.last_json(_run(_cmd(d, corpus_dir)).stdout)
+    assert out["status"] == "completed" and out["step"] == 6
+    return d, corpus_dir
+
+
+def test_train_logs_mulan_metrics(reference_run):
+    d, _ = reference_run
+    from trainer.metrics import read_jsonl
+
+    rows = read_jsonl(os.path.join(d, "metrics.jsonl"))
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    for r in rows:
+        assert np.isfinite(r["loss"]) and 0 < r["temperature"] <= 1
+        for k in ("acc_audio_to_text", "acc_text_to_audio", "audio_norm", "text_norm", "cos_positive"):
+            assert k in r
+    assert abs(rows[0]["loss"] - rows[0]["chance_loss"]) < 0.5  # untrained: near ln(2 (B - 1))
+    cfg = open(os.path.join(d, "config.gin")).read()
+    assert "MulanModel.loss_type = 'mulan'" in cfg and "mulan_weak_text" in cfg
+
+
+def test_sigkill_then_resume_continues_exactly(reference_run, tmp_path):
+    ref, corpus_dir = reference_run
+    d = str(tmp_path)
+    p = subprocess.Popen(_cmd(d, corpus_dir), cwd=helpers.ROOT, env=helpers.env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:
+        if "step 3/6" in line:
+            p.send_signal(signal.SIGKILL)
+            break
+    p.communicate(timeout=300)
+    assert p.returncode == -signal.SIGKILL
+    out = helpers.last_json(_run(_cmd(d, corpus_dir)).stdout)
+    assert out["start_step"] in (2, 4) and out["step"] == 6
+    assert helpers.losses(d) == helpers.losses(ref)  # the same batches, the same numbers
+    jax.tree.map(np.testing.assert_array_equal, helpers.final_params(d, 6), helpers.final_params(ref, 6))
+
+
+def test_evaluate_reports_tagging_retrieval_and_probe(reference_run, tmp_path):
+    d, corpus_dir = reference_run
+    out_file = str(tmp_path / "eval.json")
+    p = _run([sys.executable, "-m", "mulan.evaluate", f"--model_dir={d}", "--no_progress", f"--out={out_file}",
+              "--min_positives=1"])
+    summary = helpers.last_json(p.stdout)
+    assert summary["step"] == 6 and summary["results_file"] == out_file
+    full = json.load(open(out_file))
+    rows = [json.loads(x) for x in open(os.path.join(corpus_dir, "manifest.jsonl"))]
+    assert full["num_clips"] == sum(r["split"] == "test" for r in rows)
+    inst = full["zero_shot"]["instrument"]
+    assert inst["num_tags"] > 0 and 0.0 <= inst["macro_roc_auc"] <= 1.0
+    for tag, v in inst["per_tag"].items():
+        assert v["positives"] >= 1 and (np.isnan(v["roc_auc"]) or 0 <= v["roc_auc"] <= 1)
+    t2a = full["retrieval"]["text_to_audio"]
+    assert t2a["chance_r@10"] == min(1.0, 10 / full["num_clips"]) and 1 <= t2a["median_rank"] <= full["num_clips"]
+    assert "instrument" in full["linear_probe"]
+    assert "zero-shot tagging" in p.stderr and "retrieval" in p.stderr
+
+
+def test_embed_writes_shards_and_index_and_skips_bad_audio(reference_run, tmp_path):
+    d, corpus_dir = reference_run
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    import soundfile as sf
+
+    src = sorted(os.listdir(os.path.join(corpus_dir, "audio")))[:2]
+    for name in src:
+        os.link(os.path.join(corpus_dir, "audio", name), audio / name)
+    sf.write(str(audio / "short.flac"), np.sin(np.arange(24000) / 10.0).astype(np.float32) * 0.3, 16000)
+    (audio / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
+    texts = tmp_path / "texts.txt"
+    texts.write_text("solo piano\na jazz trio with drums\n" + "very long text " * 200 + "\n")
+    out = tmp_path / "emb"
+    p = _run([sys.executable, "-m", "mulan.embed", f"--model_dir={d}", f"--audio_dir={audio}",
+              f"--texts={texts}", f"--out={out}", "--batch_size=8", "--shard_size=2", "--no_progress"])
+    s = helpers.last_json(p.stdout)
+    assert s["audio_clips"] == 3 and s["failures"] == 1 and s["texts"] == 3 and s["texts_truncated"] == 1
+    fail = [json.loads(x) for x in open(out / "failures.jsonl")]
+    assert fail[0]["id"] == "corrupt.wav" and "corrupt.wav" in fail[0]["reason"]
+    index = [json.loads(x) for x in open(out / "audio_index.jsonl")]
+    assert [r["id"] for r in index] == sorted(src + ["short.flac"])
+    short = next(r for r in index if r["id"] == "short.flac")
+    assert short["windows"] == 1 and short["seconds"] == 1.5  # padded to one 10 s window
+    emb = np.concatenate([np.load(out / f"audio-{i:05d}-of-00002.npy") for i in range(2)])
+    assert emb.shape == (3, 128)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    t = np.load(out / "text-00000-of-00002.npy")
+    assert t.shape == (2, 128) and [json.loads(x)["text"] for x in open(out / "text_index.jsonl")][0] == "solo piano"
