@@ -7,7 +7,7 @@
 #   bash run.sh setup                # only the set-up (system packages, .venv)
 #
 # Environment: PYTHON (default python3.11 or python3), VENV (default .venv),
-# MODEL_DIR (main job output, default runs/quickstart).
+# MODEL_DIR (main job output, default runs/mulan_tiny).
 set -euo pipefail
 cd "$(dirname "$0")"
 cmd="${1:-}"; shift || true
@@ -55,9 +55,11 @@ setup() {
 case "$cmd" in
   main)
     setup
-    MODEL_DIR="${MODEL_DIR:-runs/quickstart}"
-    exec "$VENV/bin/python" -m trainer.main \
-      --gin_file=toy/tiny_cpu.gin --model_dir="$MODEL_DIR" "$@"
+    # Builds the demo corpus on first use (in ~/.cache/noise2music, or $N2M_CACHE_DIR), trains
+    # the tiny MuLan on it, then evaluates it on the held-out works.
+    MODEL_DIR="${MODEL_DIR:-runs/mulan_tiny}"
+    "$VENV/bin/python" -m mulan.train --gin_file=mulan/tiny_cpu.gin --model_dir="$MODEL_DIR" "$@"
+    exec "$VENV/bin/python" -m mulan.evaluate --model_dir="$MODEL_DIR"
     ;;
   setup)
     setup

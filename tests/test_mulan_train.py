@@ -124,3 +124,17 @@ def test_embed_writes_shards_and_index_and_skips_bad_audio(reference_run, tmp_pa
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
     t = np.load(out / "text-00000-of-00002.npy")
     assert t.shape == (2, 128) and [json.loads(x)["text"] for x in open(out / "text_index.jsonl")][0] == "solo piano"
+
+
+def test_checkpoint_from_another_config_names_the_parameter(reference_run):
+    from mulan.inference import Encoder
+    from trainer.checkpoints import CheckpointRestoreError
+
+    d, _ = reference_run
+    with pytest.raises(CheckpointRestoreError, match=r"audio_tower/cls_token has shape \(32,\) in the checkpoint "
+                                                     r"but \(48,\) in the model"):
+        Encoder.from_model_dir(d, bindings=["ast_tower.dim=48"])
+    with pytest.raises(CheckpointRestoreError, match="text_tower/encoder/layer_1 is in the model but not"):
+        Encoder.from_model_dir(d, bindings=["bert_tower.num_layers=2"])
+    enc = Encoder.from_model_dir(d)
+    assert enc.step == 6 and enc.dim == 128

@@ -82,6 +82,29 @@ class CheckpointRestoreError(RuntimeError):
     pass
 
 
+def tree_mismatch(saved: Any, wanted: Any, path: str = "") -> str | None:
+    """The first difference between a checkpoint's metadata tree and the model's abstract tree,
+    described with the parameter's path and both shapes; None when they fit."""
+    if isinstance(wanted, dict):
+        if not isinstance(saved, dict):
+            return f"{path or '/'} is a single array in the checkpoint but a module in the model"
+        for k in wanted:
+            if k not in saved:
+                return f"parameter {path}/{k} is in the model but not in the checkpoint"
+        for k in saved:
+            if k not in wanted:
+                return f"parameter {path}/{k} is in the checkpoint but not in the model"
+        for k in wanted:
+            m = tree_mismatch(saved[k], wanted[k], f"{path}/{k}")
+            if m:
+                return m
+        return None
+    shape = getattr(saved, "shape", None)
+    if shape is not None and tuple(shape) != tuple(wanted.shape):
+        return f"parameter {path} has shape {tuple(shape)} in the checkpoint but {tuple(wanted.shape)} in the model"
+    return None
+
+
 def restore_params(step_dir: str, abstract_params: Any, key: str = "params") -> Any:
     """One subtree (`params` or `ema_params`) of the train state saved in `step_dir` (a
     `checkpoints/<step>` directory), sharded as `abstract_params` says: an Orbax partial restore,
@@ -90,6 +113,15 @@ def restore_params(step_dir: str, abstract_params: Any, key: str = "params") -> 
     if not state_dir.exists():
         raise CheckpointRestoreError(f"{step_dir}: no saved state (an incomplete or foreign checkpoint?).")
     target = {key: abstract_params}
+    with ocp.PyTreeCheckpointer() as ckptr:
+        meta = ckptr.metadata(state_dir)
+    meta = getattr(meta, "item_metadata", meta)
+    meta = getattr(meta, "tree", meta)
+    if not isinstance(meta, dict) or not isinstance(meta.get(key), dict):
+        raise CheckpointRestoreError(f"{state_dir}: holds no {key!r}.")
+    mismatch = tree_mismatch(meta[key], abstract_params)
+    if mismatch:
+        raise CheckpointRestoreError(f"{state_dir}: its {key!r} do not fit the model (another config?): {mismatch}")
     try:
         with ocp.PyTreeCheckpointer() as ckptr:
             out = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
