@@ -229,6 +229,32 @@ def test_ingest_users_audio_with_bad_files(corpus, tmp_path):
     assert r2["splits"]["train"]["written_now"] == 1 and os.path.exists(dst / "records" / third)
 
 
+def test_mp3_is_decoded_and_ingested(corpus, tmp_path):
+    """A real MP3 (stereo, 44.1 kHz, encoded from a corpus clip) decodes to the clip and ingests."""
+    import soundfile as sf
+
+    from data import records
+
+    out, _, rows = corpus
+    x, _ = audio_lib.load_audio(os.path.join(out, rows[0]["audio"]["16000"]))
+    x44 = audio_lib.resample(x, 16000, 44100)
+    src = tmp_path / "mp3"
+    src.mkdir()
+    sf.write(src / "song.mp3", np.stack([x44, x44], 1), 44100, format="MP3")
+    y, sr = audio_lib.load_audio(str(src / "song.mp3"), 16000)
+    assert sr == 16000 and abs(len(y) - len(x)) < 0.02 * len(x)
+    n = min(len(x), len(y))
+    # MP3 is lossy and may shift by its encoder delay: compare loudness and best-lag correlation.
+    assert abs(np.sqrt(np.mean(y ** 2)) / np.sqrt(np.mean(x ** 2)) - 1) < 0.1
+    lags = range(-2000, 2001, 1)
+    seg = slice(4000, 4000 + 16000)
+    best = max(np.corrcoef(x[seg], y[seg.start + lag:seg.stop + lag])[0, 1] for lag in lags if seg.start + lag >= 0)
+    assert best > 0.95
+    (tmp_path / "t.jsonl").write_text(json.dumps({"file": "song.mp3", "short": ["an mp3"]}) + "\n")
+    r = records.ingest(str(src), str(tmp_path / "t.jsonl"), str(tmp_path / "rec"), per_shard=2, progress=False)
+    assert r["splits"]["train"]["written_now"] == 1 and r["splits"]["train"]["skipped_now"] == 0
+
+
 def test_audio_errors_name_the_file(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"RIFF1234WAVEjunk")
     with pytest.raises(audio_lib.AudioError, match=r"a\.wav: cannot decode"):

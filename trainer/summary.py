@@ -23,13 +23,21 @@ import gin
 import jax
 
 from trainer import flags as flags_lib
-from trainer.partitioning import MESH_AXES, _resolve_mesh_shape
+from trainer.partitioning import FSDP_TENSOR_RULES, MESH_AXES, _resolve_mesh_shape
 
 
 def _evaluate(value):
     if isinstance(value, gin.config.ConfigurableReference):
         return value.scoped_configurable_fn() if value.evaluate else value.scoped_configurable_fn
     return value
+
+
+def _bound_or_default(name: str, default):
+    """A gin binding's value, or the Partitioner's own default when no config binds it."""
+    try:
+        return _evaluate(gin.query_parameter(name))
+    except ValueError:
+        return default
 
 
 def _path_str(path) -> str:
@@ -86,8 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
         flags_lib.apply(flags)
         model = _evaluate(gin.query_parameter("train.model"))
         batch_size = _evaluate(gin.query_parameter("train.batch_size"))
-        rules = _evaluate(gin.query_parameter("Partitioner.logical_axis_rules"))
-        shape = _evaluate(gin.query_parameter("Partitioner.mesh_shape"))
+        rules = _bound_or_default("Partitioner.logical_axis_rules", FSDP_TENSOR_RULES)
+        shape = _bound_or_default("Partitioner.mesh_shape", (1, -1, 1))
         mesh_shape = _resolve_mesh_shape(shape, num_devices or jax.device_count())
     except (flags_lib.FlagError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
