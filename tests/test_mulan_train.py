@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -62,13 +63,15 @@ def test_sigkill_then_resume_continues_exactly(reference_run, tmp_path):
     ref, corpus_dir = reference_run
     d = str(tmp_path)
     p = subprocess.Popen(_cmd(d, corpus_dir), cwd=helpers.ROOT, env=helpers.env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in p.stderr:
-        if "step 3/6" in line:
-            p.send_signal(signal.SIGKILL)
-            break
-    p.communicate(timeout=300)
-    assert p.returncode == -signal.SIGKILL
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Kill as soon as the step-2 checkpoint is finalised (Orbax renames its temporary folder to
+    # "2" when the async save commits), i.e. in the middle of the run.
+    deadline = time.time() + 300
+    while not os.path.isdir(os.path.join(d, "checkpoints", "2")) and p.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=60)
+    assert p.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     out = helpers.last_json(_run(_cmd(d, corpus_dir)).stdout)
     assert out["start_step"] in (2, 4) and out["step"] == 6
     assert helpers.losses(d) == helpers.losses(ref)  # the same batches, the same numbers
