@@ -60,6 +60,8 @@ setuptools.setup(
         # On a TPU VM: pip install -e '.[tpu]'
         "tpu": [f"jax[tpu]=={JAX_VERSION}"],
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "pytest-timeout==2.4.0"],
+        # benchmarks/match.py compares against FAISS: pip install -e '.[bench]'
+        "bench": ["faiss-cpu==1.15.1"],
     },
     entry_points={
         "console_scripts": [
