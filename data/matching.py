@@ -46,14 +46,13 @@ def _merge(v1, i1, v2, i2, k: int):
 @functools.partial(jax.jit, static_argnames=("k", "group", "block"))
 def _search(q: jax.Array, main_t: jax.Array | None, tail_t: jax.Array | None, n_valid: jax.Array,
             k: int, group: int, block: int):
-    """Whole-bank exact top-k in one dispatch: a scan over the full blocks of `main_t` [D, m * block]
-    (no masking), then the padded `tail_t` [D, t] block (masked past `n_valid`)."""
+    """Whole-bank exact top-k in one dispatch: a scan over the full blocks of `main_t`
+    [nb, D, block] (no masking), then the padded `tail_t` [D, t] block (masked past `n_valid`)."""
     nq = q.shape[0]
     best = (jnp.full((nq, k), -jnp.inf, jnp.float32), jnp.zeros((nq, k), jnp.int32))
     off = jnp.int32(0)
     if main_t is not None:
-        d, n = main_t.shape
-        blocks = main_t.reshape(d, n // block, block).transpose(1, 0, 2)      # [nb, D, block]
+        blocks = main_t                                                       # [nb, D, block]
 
         def body(carry, xb):
             bv, bi, o = carry
@@ -81,8 +80,8 @@ class BankIndex:
       query_block: queries per dispatch (a final short batch is padded, so shapes never change).
     """
 
-    def __init__(self, embeddings: np.ndarray, dtype: str = "float32", block: int = 32768, group: int = 64,
-                 query_block: int = 4096):
+    def __init__(self, embeddings: np.ndarray, dtype: str = "float32", block: int = 65536, group: int = 64,
+                 query_block: int = 1024):
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"BankIndex dtype={dtype!r}: use 'float32' or 'bfloat16'.")
         emb = np.asarray(embeddings)
@@ -95,7 +94,14 @@ class BankIndex:
         store = np.float32 if dtype == "float32" else jnp.bfloat16
         n_main = self.n // self.block * self.block
         tail = self.n - n_main
-        self._main_t = jax.device_put(np.ascontiguousarray(emb[:n_main].T).astype(store), _cpu()) if n_main else None
+        # Stored pre-blocked, [blocks, D, block]: the scan slices it without a transposed copy, and
+        # the CPU client adopts this one numpy buffer as is.
+        self._main_t = None
+        if n_main:
+            blocked = np.empty((n_main // self.block, self.dim, self.block), store)
+            for j in range(len(blocked)):
+                blocked[j] = emb[j * self.block:(j + 1) * self.block].T
+            self._main_t = jax.device_put(blocked, _cpu())
         self._tail_t = None
         if tail:
             t = np.zeros((self.dim, -(-tail // group) * group), store)
