@@ -99,6 +99,23 @@ def _dense(state, prefix, src):
     return {"kernel": _take(state, prefix + ".weight", src).T, "bias": _take(state, prefix + ".bias", src)}
 
 
+def _encoder_layers(state, num_heads, src, *, attn: str, ln_attn: str, ln_mlp: str) -> dict[str, Any]:
+    """HF `encoder.layer.N.*` -> our `layer_N` (`TransformerBlock`) params.  BERT and AST share the
+    attention-output / intermediate / output names and differ in the sub-module names given."""
+    layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"encoder\.layer\.(\d+)\.", k))})
+    out = {}
+    for i in layers:
+        p = f"encoder.layer.{i}"
+        out[f"layer_{i}"] = {
+            "attention": _attention(state, f"{p}.{attn}", f"{p}.attention.output.dense", num_heads, src),
+            "ln_attn": _ln(state, f"{p}.{ln_attn}", src),
+            "mlp_in": _dense(state, f"{p}.intermediate.dense", src),
+            "mlp_out": _dense(state, f"{p}.output.dense", src),
+            "ln_mlp": _ln(state, f"{p}.{ln_mlp}", src),
+        }
+    return out
+
+
 # -- BERT -----------------------------------------------------------------------
 
 def bert_params_from_hf(path: str, num_heads: int | None = None) -> dict[str, Any]:
@@ -110,22 +127,14 @@ def bert_params_from_hf(path: str, num_heads: int | None = None) -> dict[str, An
             raise CheckpointMismatchError(f"{path}: no config.json beside it; pass num_heads.")
         with open(cfg_path, encoding="utf-8") as f:
             num_heads = int(json.load(f)["num_attention_heads"])
-    layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"encoder\.layer\.(\d+)\.", k))})
     params: dict[str, Any] = {
         "word_embeddings": _take(state, "embeddings.word_embeddings.weight", path),
         "position_embeddings": _take(state, "embeddings.position_embeddings.weight", path),
         "token_type_embeddings": _take(state, "embeddings.token_type_embeddings.weight", path),
         "ln_embed": _ln(state, "embeddings.LayerNorm", path),
     }
-    for i in layers:
-        p = f"encoder.layer.{i}"
-        params[f"layer_{i}"] = {
-            "attention": _attention(state, f"{p}.attention.self", f"{p}.attention.output.dense", num_heads, path),
-            "ln_attn": _ln(state, f"{p}.attention.output.LayerNorm", path),
-            "mlp_in": _dense(state, f"{p}.intermediate.dense", path),
-            "mlp_out": _dense(state, f"{p}.output.dense", path),
-            "ln_mlp": _ln(state, f"{p}.output.LayerNorm", path),
-        }
+    params.update(_encoder_layers(state, num_heads, path, attn="attention.self",
+                                  ln_attn="attention.output.LayerNorm", ln_mlp="output.LayerNorm"))
     return params
 
 
@@ -160,16 +169,8 @@ def ast_params_from_hf(path: str, num_heads: int, src_grid: tuple[int, int],
         "pos_embedding": np.concatenate([pos[:1], grid_pos], axis=0),
         "ln_out": _ln(state, "layernorm", path),
     }
-    layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"encoder\.layer\.(\d+)\.", k))})
-    for i in layers:
-        p = f"encoder.layer.{i}"
-        params[f"layer_{i}"] = {
-            "attention": _attention(state, f"{p}.attention.attention", f"{p}.attention.output.dense", num_heads, path),
-            "ln_attn": _ln(state, f"{p}.layernorm_before", path),
-            "mlp_in": _dense(state, f"{p}.intermediate.dense", path),
-            "mlp_out": _dense(state, f"{p}.output.dense", path),
-            "ln_mlp": _ln(state, f"{p}.layernorm_after", path),
-        }
+    params.update(_encoder_layers(state, num_heads, path, attn="attention.attention",
+                                  ln_attn="layernorm_before", ln_mlp="layernorm_after"))
     return params
 
 
