@@ -60,7 +60,8 @@ def model_from_config(config_path: str, bindings: Sequence[str] = ()) -> tuple[M
     return model, rules
 
 
-def _has_ema(config_path: str) -> bool:
+def _has_ema() -> bool:
+    """Whether the parsed run config kept EMA parameters."""
     try:
         return gin.query_parameter("train.ema_decay") is not None
     except ValueError:
@@ -99,7 +100,7 @@ class Encoder:
                                 nn.meta.unbox(boxed), shardings)
         step_dir = os.path.join(model_dir, "checkpoints", str(step))
         restored, which = None, "params"
-        if use_ema and _has_ema(config):
+        if use_ema and _has_ema():
             restored, which = ckpt_lib.restore_params(step_dir, abstract, key="ema_params"), "EMA params"
         if restored is None:
             restored = ckpt_lib.restore_params(step_dir, abstract, key="params")
