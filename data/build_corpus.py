@@ -25,6 +25,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import time
 
@@ -194,6 +195,27 @@ def render_clip(spec: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------- driver
+def check_disk_space(out: str, clip_seconds: float, to_render: int, total: int, sample_rates,
+                     write_records: bool) -> None:
+    """Fails before any work when the output disk clearly cannot hold the corpus (a full disk mid-way
+    loses nothing, as the build resumes, but wastes the hours before it).  The estimate is an upper
+    bound (every clip at full length plus a 1 s render tail, PCM16 wav per rate, one 16 kHz copy in the
+    records); below 75% of it is an error, below 100% a warning."""
+    per_second = 2 * sum(sample_rates)
+    need = to_render * (clip_seconds + 1) * per_second
+    if write_records:
+        rec_dir = os.path.join(out, "records")
+        have = sum(os.path.getsize(os.path.join(rec_dir, f)) for f in os.listdir(rec_dir)) if os.path.isdir(rec_dir) else 0
+        need += max(0.0, total * (clip_seconds + 1) * 2 * 16000 - have)
+    free = shutil.disk_usage(out).free
+    msg = (f"{out}: this build needs up to {need / 1e9:.1f} GB ({to_render} clips to render"
+           f"{' + TFRecords' if write_records else ''}), and {free / 1e9:.1f} GB is free")
+    if free < 0.75 * need:
+        raise SystemExit(f"{msg}. Free some space, choose another --out, or build fewer clips (--max_clips).")
+    if free < need:
+        print(f"[build_corpus] warning: {msg}; it may not fit.", flush=True)
+
+
 def build(preset: str, out: str, *, seed: int = 0, sample_rates=(16000,), midi_dirs=(), soundfont_files=(),
           soundfont_names=None, workers: int | None = None, test_fraction: float = 0.1, max_clips: int | None = None,
           write_records: bool = True, progress: bool = True, records_per_shard: int = 32) -> dict:
@@ -226,6 +248,7 @@ def build(preset: str, out: str, *, seed: int = 0, sample_rates=(16000,), midi_d
                 done[r["clip_id"]] = r
         log.info("resuming: %d of %d clips already rendered", len(done), len(specs))
     todo = [s for s in specs if s["clip_id"] not in done]
+    check_disk_space(out, PRESETS[preset]["clip_seconds"], len(todo), len(specs), sample_rates, write_records)
     workers = workers or min(os.cpu_count() or 1, 8)
     print(f"[build_corpus] preset={preset} seed={seed}: {len(specs)} clips ({len(todo)} to render) "
           f"with {len(sfs)} soundfonts {sorted(sfs)}, {workers} workers -> {out}", flush=True)

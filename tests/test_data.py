@@ -341,3 +341,11 @@ def test_corpus_dir_macro_from_gin_flags(corpus, tmp_path):
     with pytest.raises(flags.FlagError, match="CORPUS_DIRR"):
         flags.apply(flags.parse_argv([f"--gin_file={tmp_path / 'exp.gin'}", "--gin.CORPUS_DIRR='/x'"]))
     gin.clear_config()
+
+
+def test_build_fails_early_when_the_disk_cannot_hold_the_corpus(tmp_path):
+    from data.build_corpus import check_disk_space
+
+    check_disk_space(str(tmp_path), 15.0, 10, 10, [16000], True)  # a few clips fit
+    with pytest.raises(SystemExit, match=r"needs up to \d+\.\d GB .* GB is free.*--max_clips"):
+        check_disk_space(str(tmp_path), 30.0, 10**7, 10**7, [16000, 24000], True)
