@@ -15,7 +15,8 @@ import re
 import unicodedata
 from typing import Iterable
 
-_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+from data import weak_text
+
 _PARTICLES = {"van", "von", "der", "de", "da", "di", "del", "le", "la", "des", "du", "the"}
 
 
@@ -25,11 +26,12 @@ def _fold(s: str) -> str:
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences of a paragraph, stripped; list markers and surrounding quotes removed."""
+    """Sentences of a language model's answer: each line loses its list marker ("1.", "-", "*")
+    and surrounding quotes, then is split as the weak-text sources are (`weak_text.split_sentences`)."""
     out = []
     for line in re.split(r"[\r\n]+", text):
         line = re.sub(r"^\s*(?:[-*\u2022]|\d+[.)])\s*", "", line).strip().strip('"').strip()
-        out.extend(s.strip() for s in _SENT.split(line) if s.strip())
+        out.extend(weak_text.split_sentences(line))
     return out
 
 
