@@ -72,14 +72,19 @@ def load_clips(rows: list[dict], sample_rate: int, desc: str, progress: bool):
     return clips, kept, failures
 
 
+def labels(rows: list[dict], attribute: str, names: list[str]) -> np.ndarray:
+    """[clips, tags] bool: which of `names` each row carries for `attribute`."""
+    return np.array([[n in r["_tags"].get(attribute, []) for n in names] for r in rows], bool).reshape(
+        len(rows), len(names))
+
+
 def tag_matrix(rows: list[dict], attribute: str, min_positives: int) -> tuple[list[str], np.ndarray]:
     counts: dict[str, int] = {}
     for r in rows:
         for t in set(r["_tags"].get(attribute, [])):
             counts[t] = counts.get(t, 0) + 1
     names = sorted(t for t, c in counts.items() if min_positives <= c < len(rows))
-    y = np.array([[t in r["_tags"].get(attribute, []) for t in names] for r in rows], bool).reshape(len(rows), len(names))
-    return names, y
+    return names, labels(rows, attribute, names)
 
 
 def evaluate(enc, eval_rows, train_rows, attributes, query_source: str, min_positives: int, progress: bool) -> dict:
@@ -92,8 +97,9 @@ def evaluate(enc, eval_rows, train_rows, attributes, query_source: str, min_posi
     a = enc.embed_audio_clips(clips)
     result: dict = {"num_clips": len(eval_rows), "failures": failures, "zero_shot": {}}
     labels_all, scores_all = [], []
+    vocab = {attr: tag_matrix(eval_rows, attr, min_positives) for attr in attributes}
     for attr in attributes:
-        names, y = tag_matrix(eval_rows, attr, min_positives)
+        names, y = vocab[attr]
         if not names:
             continue
         t = enc.embed_texts(names)
@@ -119,14 +125,14 @@ def evaluate(enc, eval_rows, train_rows, attributes, query_source: str, min_posi
         xa = enc.embed_audio_clips(tclips)
         probe = {}
         for attr in attributes:
-            names, y_eval = tag_matrix(eval_rows, attr, min_positives)
-            names = [n for n in names if any(n in r["_tags"].get(attr, []) for r in train_rows)]
-            if not names:
+            names, y_eval = vocab[attr]
+            y_train = labels(train_rows, attr, names)
+            keep = y_train.any(axis=0)  # tags the probe can learn (seen in training)
+            if not keep.any():
                 continue
-            y_eval = np.array([[n in r["_tags"].get(attr, []) for n in names] for r in eval_rows], bool)
-            y_train = np.array([[n in r["_tags"].get(attr, []) for n in names] for r in train_rows], bool)
-            scores = M.linear_probe(xa, y_train, a)
-            probe[attr] = {k: v for k, v in M.tagging(y_eval, scores, names).items() if k != "per_tag"}
+            names = [n for n, k in zip(names, keep) if k]
+            scores = M.linear_probe(xa, y_train[:, keep], a)
+            probe[attr] = {k: v for k, v in M.tagging(y_eval[:, keep], scores, names).items() if k != "per_tag"}
         result["linear_probe"] = {"num_train_clips": len(train_rows), **probe}
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
