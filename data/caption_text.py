@@ -54,12 +54,13 @@ def name_variants(name: str) -> list[str]:
     return out
 
 
-def remove_names(sentence: str, names: Iterable[str], min_words: int = 3) -> str | None:
-    """The sentence without any of `names` (titles, artists, composers); None if fewer than
-    `min_words` words are left."""
+def remove_names(sentence: str, names: Iterable[str], min_words: int = 3, titles: Iterable[str] = ()) -> str | None:
+    """The sentence without any of `names` (artists, composers: also by surname) or `titles`
+    (removed only whole); None if fewer than `min_words` words are left."""
     folded = _fold(sentence)
     spans = []
-    variants = sorted({v for n in names for v in name_variants(n)}, key=len, reverse=True)
+    variants = sorted({v for n in names for v in name_variants(n)} | {" ".join(t.split()) for t in titles if t},
+                      key=len, reverse=True)
     for v in variants:
         fv = _fold(v)
         if len(fv) < 2:
@@ -97,12 +98,17 @@ def remove_names(sentence: str, names: Iterable[str], min_words: int = 3) -> str
     return text
 
 
+def dedupe_items(items: Iterable, key=lambda x: x) -> list:
+    """First item of each `key(item)` sentence, compared case-, space- and punctuation-insensitively."""
+    seen, out = set(), []
+    for item in items:
+        k = re.sub(r"[^\w]+", " ", _fold(key(item))).strip()
+        if k and k not in seen:
+            seen.add(k)
+            out.append(item)
+    return out
+
+
 def dedupe(sentences: Iterable[str]) -> list[str]:
     """First occurrence of each sentence, compared case-, space- and punctuation-insensitively."""
-    seen, out = set(), []
-    for s in sentences:
-        key = re.sub(r"[^\w]+", " ", _fold(s)).strip()
-        if key and key not in seen:
-            seen.add(key)
-            out.append(s)
-    return out
+    return dedupe_items(sentences)

@@ -149,13 +149,15 @@ def selection_counts(ids: np.ndarray, bank_size: int) -> np.ndarray:
     return np.bincount(np.asarray(ids).ravel(), minlength=bank_size).astype(np.int64)
 
 
-def inverse_frequency_draw(ids: np.ndarray, counts: np.ndarray, k_prime: int, seed) -> np.ndarray:
+def inverse_frequency_draw(ids: np.ndarray, counts: np.ndarray, k_prime: int, seed, row_keys=None) -> np.ndarray:
     """For each row of `ids` [Q, K], K' of its K captions without replacement, each draw with
     probability proportional to 1 / counts[caption] among those not yet drawn (successive
     sampling, as `numpy.random.Generator.choice(replace=False, p=...)` defines it).
 
     Implemented with the Gumbel-top-k identity (the K' largest log w + Gumbel noise are such a
     draw).  `seed`: anything `numpy.random.default_rng` accepts; the draw is a pure function of it.
+    `row_keys` ([Q] non-negative ints, e.g. hashed clip ids): each row's noise then comes from
+    `default_rng([seed, key])`, so a clip's draw does not depend on which batch it came in.
     """
     ids = np.asarray(ids)
     if not 0 < k_prime <= ids.shape[1]:
@@ -163,6 +165,9 @@ def inverse_frequency_draw(ids: np.ndarray, counts: np.ndarray, k_prime: int, se
     c = np.asarray(counts)[ids].astype(np.float64)
     if np.any(c <= 0):
         raise ValueError("inverse_frequency_draw: a caption in `ids` has count 0 (counts from another top-k?).")
-    g = np.random.default_rng(seed).gumbel(size=ids.shape)
+    if row_keys is None:
+        g = np.random.default_rng(seed).gumbel(size=ids.shape)
+    else:
+        g = np.stack([np.random.default_rng([int(seed), int(k)]).gumbel(size=ids.shape[1]) for k in row_keys])
     order = np.argsort(-(-np.log(c) + g), axis=1, kind="stable")[:, :k_prime]
     return np.take_along_axis(ids, order, 1)

@@ -6,6 +6,8 @@ can be checkpointed and restored exactly (the trainer saves the tf.data iterator
 """
 from __future__ import annotations
 
+import gin
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -153,5 +155,93 @@ def select(keys):
     @seqio.map_over_dataset
     def fn(ex):
         return {k: ex[k] for k in keys}
+
+    return fn
+
+
+@gin.configurable
+def pseudo_label_matching(labels_dir: str | None = gin.REQUIRED, dtype: str = "float32", batch_size: int = 128,
+                          k_prime: int | None = None, tag_k_prime: int | None = None, seed: int | None = None,
+                          metadata_sources=("short",)):
+    """The settings of the inline matcher (gin: `pseudo_label_matching.*`; `labels_dir` is the
+    macro PSEUDO_LABELS_DIR).  `k_prime`, `tag_k_prime`, `seed`: None = as built (the top-K size
+    K is fixed by the folder's counting pass).  `metadata_sources`: weak-text sources whose
+    (filtered) texts, joined, are one more text option per clip."""
+    if not labels_dir:
+        raise ValueError("PSEUDO_LABELS_DIR (gin `pseudo_label_matching.labels_dir`) is not set: build a folder "
+                         "with `python -m data.pseudo_labels` and bind PSEUDO_LABELS_DIR to it")
+    bad = [s for s in metadata_sources if s not in SOURCES]
+    if bad:
+        raise ValueError(f"pseudo_label_matching.metadata_sources: unknown {bad}; choose from {SOURCES}")
+    return dict(labels_dir=labels_dir, dtype=dtype, batch_size=batch_size, k_prime=k_prime,
+                tag_k_prime=tag_k_prime, seed=seed, metadata_sources=tuple(metadata_sources))
+
+
+class MatchPseudoLabels:
+    """seqio preprocessor: MuLan pseudo-labels for each clip, computed inline.
+
+    Examples are grouped `batch_size` at a time (`ragged_batch`: audio of any length), their clip
+    embeddings matched against the in-memory bank in one exact top-K search, K' captions and tags
+    drawn by inverse selection frequency, and the batch split again.  Adds `pl_options` (string
+    [M]: each drawn caption, the drawn tags joined and chunked to the text length, and the
+    metadata option) and `pl_caption_ids` / `pl_tag_ids` (bank rows).  Settings:
+    `pseudo_label_matching` (read when the dataset is built)."""
+
+    __name__ = "match_pseudo_labels"
+
+    def __call__(self, dataset, sequence_length=None, output_features=None):
+        from data.pseudo_labels import PseudoLabeler
+
+        cfg = pseudo_label_matching()
+        lab = PseudoLabeler.get(cfg["labels_dir"], cfg["dtype"])
+        max_tokens, count = None, None
+        if sequence_length and sequence_length.get("text_tokens") and output_features:
+            vocab = output_features["text_tokens"].vocabulary
+            max_tokens = int(sequence_length["text_tokens"]) - 2  # [CLS] ... [SEP]
+            count = lambda s: len(vocab.encode(s))
+        draw = {k: cfg[k] for k in ("k_prime", "tag_k_prime", "seed")}
+
+        def py(clip_ids):
+            opts, lab_out = lab.options([c.decode() for c in clip_ids], max_tokens, count, **draw)
+            m = max(len(o) for o in opts)
+            arr = np.array([[o.encode() for o in row] + [b""] * (m - len(row)) for row in opts], dtype=object)
+            return arr, lab_out["caption_pick"].astype(np.int64), lab_out["tag_pick"].astype(np.int64)
+
+        def match(batch):
+            opts, caps, tags = tf.numpy_function(py, [batch["clip_id"]], [tf.string, tf.int64, tf.int64],
+                                                 stateful=False)
+            batch = dict(batch)
+            batch["pl_options"] = tf.ensure_shape(opts, [None, None])
+            batch["pl_caption_ids"] = tf.ensure_shape(caps, [None, None])
+            batch["pl_tag_ids"] = tf.ensure_shape(tags, [None, None])
+            return batch
+
+        sources = cfg["metadata_sources"]
+
+        def add_metadata(ex):
+            ex = dict(ex)
+            opts = tf.boolean_mask(ex["pl_options"], tf.strings.length(ex["pl_options"]) > 0)
+            for s in sources:
+                t = tf.boolean_mask(ex[f"text_{s}"], tf.cast(ex[f"ok_{s}"], tf.int64) > 0)
+                joined = tf.strings.reduce_join(t, separator=", ")
+                opts = tf.cond(tf.size(t) > 0, lambda: tf.concat([opts, [joined]], 0), lambda: opts)
+            ex["pl_options"] = opts
+            return ex
+
+        ds = dataset.ragged_batch(cfg["batch_size"]).map(match, num_parallel_calls=2).unbatch()
+        return ds.map(add_metadata, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def choose_pseudo_label_text(output_key: str = "text"):
+    """One of the clip's `pl_options` per step, uniformly (stateless seed: deterministic for a seed)."""
+
+    @seqio.map_over_dataset(num_seeds=1)
+    def fn(ex, seed):
+        opts = ex["pl_options"]
+        n = tf.shape(opts)[0]
+        i = tf.random.stateless_uniform([], seed, 0, tf.maximum(n, 1), dtype=tf.int32)
+        ex = dict(ex)
+        ex[output_key] = tf.cond(n > 0, lambda: opts[tf.minimum(i, n - 1)], lambda: tf.constant(""))
+        return ex
 
     return fn

@@ -13,6 +13,16 @@ resolved when a dataset is built, not at import):
   ground-truth tags (`tag_instrument`, `tag_genre`, `tag_style`, ...) as string features, and
   the clip id, for zero-shot tagging and retrieval.
 
+Noise2Music on pseudo-labels (SPEC §3; the folder of `python -m data.pseudo_labels` is the gin
+macro `PSEUDO_LABELS_DIR`, bound in configs/datasets/pseudo_labels.gin):
+
+* `n2m_pseudo_labels`: train split; a random crop of `n2m_crop.seconds` at 16 kHz; the clip's
+  MuLan pseudo-labels matched inline (`preprocessors.MatchPseudoLabels`: exact top-K of the
+  in-memory bank, K' drawn by inverse selection frequency) and one text option per clip per step
+  (`choose_pseudo_label_text`); features `audio`, `text_tokens`, and `text`, `clip_id`.
+* `n2m_weak_text`: the same crop with the weak text of `mulan_weak_text` (same features).
+* `n2m_pseudo_labels_and_weak_text`: a mixture of the two, rates `n2m_mixture_rates` (gin).
+
 Per-host sharding is the trainer's (`SeqioData` passes the partitioner's `ShardInfo`; seqio
 shards record files across hosts).
 """
@@ -114,3 +124,55 @@ seqio.TaskRegistry.add(
     ],
     output_features={"audio": seqio.ContinuousFeature(dtype=tf.float32, rank=1)},
 )
+
+
+# -- Noise2Music: pseudo-labels and weak text ---------------------------------------------------
+
+@gin.configurable
+def n2m_crop(seconds: float = 10.0):
+    """The audio crop of the Noise2Music tasks (seconds at 16 kHz)."""
+    return float(seconds)
+
+
+@gin.configurable
+def n2m_mixture_rates(pseudo_labels: float = 1.0, weak_text: float = 1.0):
+    """Sampling rates of `n2m_pseudo_labels_and_weak_text`."""
+    return {"n2m_pseudo_labels": float(pseudo_labels), "n2m_weak_text": float(weak_text)}
+
+
+class _LazyRandomCrop:
+    __name__ = "random_crop(n2m_crop)"
+
+    def __call__(self, dataset):
+        return preprocessors.random_crop(n2m_crop(), MODEL_RATE)(dataset)
+
+
+_N2M_KEYS = ["audio", "text_tokens", "text", "clip_id"]
+N2M_FEATURES = dict(MULAN_FEATURES)
+
+
+def _register_n2m(name: str, choose):
+    seqio.TaskRegistry.remove(name)
+    seqio.TaskRegistry.add(
+        name,
+        source=corpus_source(),
+        preprocessors=[
+            preprocessors.densify_dataset,
+            _LazyRandomCrop(),
+            preprocessors.drop_silent,
+            *choose,
+            preprocessors.drop_empty_text,
+            preprocessors.tokenize_bert("text", "text_tokens"),
+            seqio.preprocessors.append_eos_after_trim,
+            preprocessors.select(_N2M_KEYS),
+        ],
+        output_features=N2M_FEATURES,
+    )
+
+
+_register_n2m("n2m_pseudo_labels", [preprocessors.MatchPseudoLabels(), preprocessors.choose_pseudo_label_text()])
+_register_n2m("n2m_weak_text", [_LazyChooseText(filter_text=True)])
+seqio.MixtureRegistry.remove("n2m_pseudo_labels_and_weak_text")
+seqio.MixtureRegistry.add("n2m_pseudo_labels_and_weak_text",
+                          [("n2m_pseudo_labels", lambda t: n2m_mixture_rates()["n2m_pseudo_labels"]),
+                           ("n2m_weak_text", lambda t: n2m_mixture_rates()["n2m_weak_text"])])

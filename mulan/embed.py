@@ -79,6 +79,101 @@ def _task_clips(name: str, split: str, limit: int | None):
         yield (cid.decode() if isinstance(cid, bytes) else str(cid)), np.asarray(ex["audio"], np.float32)
 
 
+def read_texts(path: str) -> tuple[list[str], list[str]]:
+    """--texts: a .jsonl file of {"id", "text"} rows, or plain text with one text per line
+    (ids text0, text1, ...)."""
+    ids, texts = [], []
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".jsonl"):
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        r = json.loads(line)
+                        ids.append(str(r["id"])), texts.append(str(r["text"]))
+                    except (json.JSONDecodeError, KeyError, TypeError) as e:
+                        raise ValueError(f"{path}:{n}: expected a JSON object with 'id' and 'text' ({e})") from None
+        else:
+            texts = [line.rstrip("\n") for line in f if line.strip()]
+            ids = [f"text{i}" for i in range(len(texts))]
+    return ids, texts
+
+
+def embed_texts_to(enc, out: str, ids: list[str], texts: list[str], kind: str = "text", shard_size: int = 4096,
+                   fmt: str = "npy", progress: bool = True) -> dict:
+    """Embeds `texts` and writes OUT/{kind}-*.npy + OUT/{kind}_index.jsonl."""
+    from tqdm import tqdm
+
+    os.makedirs(out, exist_ok=True)
+    toks, _ = enc.tokenize(texts)
+    truncated = int(sum(1 for t in toks if t[-1] != 0))
+    with tqdm(total=len(texts), desc=f"embed {kind}", unit="text", file=sys.stderr, disable=not progress) as pb:
+        emb = enc.embed_texts(texts, progress=pb.update)
+    files = _write_shards(out, kind, ids, emb, [{"text": t} for t in texts], shard_size, fmt)
+    return {"texts": len(texts), "texts_truncated": truncated, "text_shards": len(files),
+            "text_index": os.path.join(os.path.abspath(out), f"{kind}_index.jsonl")}
+
+
+def embed_audio_to(enc, out: str, inputs: list[dict], kind: str = "audio", shard_size: int = 4096,
+                   fmt: str = "npy", progress: bool = True, chunk: int = 256) -> tuple[dict, list[dict]]:
+    """Reads and embeds `inputs` ({"id", "path"}) `chunk` clips at a time (memory stays bounded
+    on a large corpus) and writes OUT/{kind}-*.npy + OUT/{kind}_index.jsonl.  Unreadable files
+    are returned as failures, never fatal."""
+    from tqdm import tqdm
+
+    from data.audio import AudioError, load_audio
+
+    os.makedirs(out, exist_ok=True)
+    sr = enc.model.frontend.sample_rate
+    ids, embs, extra, failures = [], [], [], []
+    with tqdm(total=len(inputs), desc=f"embed {kind}", unit="clip", file=sys.stderr, disable=not progress) as pb:
+        for s in range(0, len(inputs), chunk):
+            clips = []
+            for item in inputs[s:s + chunk]:
+                try:
+                    clips.append(load_audio(item["path"], sr)[0])
+                except AudioError as e:
+                    failures.append({"id": item["id"], "path": item["path"], "reason": str(e)})
+                    pb.update(1)
+                    continue
+                ids.append(item["id"])
+                extra.append({"path": item["path"], "seconds": round(len(clips[-1]) / sr, 3),
+                              "windows": max(1, len(clips[-1]) // enc.window)})
+            if clips:
+                embs.append(enc.embed_audio_clips(clips))
+                pb.update(len(clips))
+    emb = np.concatenate(embs) if embs else np.zeros((0, enc.dim), np.float32)
+    files = _write_shards(out, kind, ids, emb, extra, shard_size, fmt)
+    return {"audio_clips": len(ids), "audio_windows": sum(e["windows"] for e in extra), "audio_shards": len(files),
+            "audio_index": os.path.join(os.path.abspath(out), f"{kind}_index.jsonl")}, failures
+
+
+def read_embeddings(folder: str, kind: str) -> tuple[list[str], np.ndarray, list[dict]]:
+    """What `embed_*_to` wrote: (ids, [N, D] float32, index rows)."""
+    index_path = os.path.join(folder, f"{kind}_index.jsonl")
+    if not os.path.exists(index_path):
+        raise FileNotFoundError(f"{index_path} is missing (embed with `python -m mulan.embed`)")
+    with open(index_path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    shards: dict[str, np.ndarray] = {}
+    for r in rows:
+        if r["shard"] not in shards:
+            path = os.path.join(folder, r["shard"])
+            if path.endswith(".npy"):
+                shards[r["shard"]] = np.load(path)
+            else:
+                import pyarrow.parquet as pq
+
+                shards[r["shard"]] = np.stack(pq.read_table(path).column("embedding").to_numpy(zero_copy_only=False))
+    names = list(shards)
+    expect = [(n, i) for n in names for i in range(len(shards[n]))]
+    if expect == [(r["shard"], r["row"]) for r in rows]:  # as written: whole shards in order
+        parts = [shards[n] for n in names]
+    else:
+        parts = [np.stack([shards[r["shard"]][r["row"]] for r in rows])] if rows else []
+    emb = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, 0), np.float32)
+    return [r["id"] for r in rows], emb, rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     from trainer.main import setup_logging
 
@@ -93,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
     src.add_argument("--task", help="embed a seqio task's audio (e.g. mulan_eval)")
     ap.add_argument("--split", default="", help="manifest split / task split (task default: test)")
     ap.add_argument("--limit", type=int, default=None, help="task: at most this many examples")
-    ap.add_argument("--texts", help="a text file: one text per line")
+    ap.add_argument("--texts", help="texts: a .jsonl of {id, text} rows, or one text per line")
     ap.add_argument("--out", required=True, help="output folder (created)")
     ap.add_argument("--batch_size", type=int, default=32)
     ap.add_argument("--shard_size", type=int, default=4096, help="rows per output shard")
@@ -105,57 +200,40 @@ def main(argv: list[str] | None = None) -> dict:
 
     from tqdm import tqdm
 
-    from data.audio import AudioError, load_audio
     from mulan.inference import Encoder, ModelDirError
     from trainer.checkpoints import CheckpointRestoreError
 
     t0 = time.perf_counter()
     try:
+        text_ids, texts = read_texts(args.texts) if args.texts else ([], [])
         enc = Encoder.from_model_dir(args.model_dir, args.step, use_ema=not args.no_ema, batch_size=args.batch_size)
-    except (ModelDirError, CheckpointRestoreError) as e:
+    except (ModelDirError, CheckpointRestoreError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     os.makedirs(args.out, exist_ok=True)
-    sr = enc.model.frontend.sample_rate
     summary: dict = {"model_dir": enc.model_dir, "step": enc.step, "out": os.path.abspath(args.out), "dim": enc.dim}
     failures = []
-    bar = lambda total, desc: tqdm(total=total, desc=desc, unit="clip", file=sys.stderr, disable=args.no_progress)
+    progress = not args.no_progress
 
-    if args.audio_dir or args.manifest or args.task:
+    if args.task:
         ids, clips, extra = [], [], []
-        if args.task:
-            for cid, wave in _task_clips(args.task, args.split or "test", args.limit):
-                ids.append(cid), clips.append(wave), extra.append({"source": f"{args.task}:{args.split or 'test'}"})
-        else:
-            inputs = _audio_inputs(args)
-            with bar(len(inputs), "read audio") as pb:
-                for item in inputs:
-                    try:
-                        clips.append(load_audio(item["path"], sr)[0])
-                        ids.append(item["id"]), extra.append({"path": item["path"]})
-                    except AudioError as e:
-                        failures.append({"id": item["id"], "path": item["path"], "reason": str(e)})
-                    pb.update(1)
-        for e, c in zip(extra, clips):
-            e.update(seconds=round(len(c) / sr, 3), windows=max(1, len(c) // enc.window))
+        for cid, wave in _task_clips(args.task, args.split or "test", args.limit):
+            ids.append(cid), clips.append(wave)
+            extra.append({"source": f"{args.task}:{args.split or 'test'}", "seconds": round(len(wave) / 16000, 3),
+                          "windows": max(1, len(wave) // enc.window)})
         n_windows = sum(e["windows"] for e in extra)
-        with tqdm(total=n_windows, desc="embed audio", unit="window", file=sys.stderr, disable=args.no_progress) as pb:
+        with tqdm(total=n_windows, desc="embed audio", unit="window", file=sys.stderr, disable=not progress) as pb:
             emb = enc.embed_audio_clips(clips, progress=pb.update)
         files = _write_shards(args.out, "audio", ids, emb, extra, args.shard_size, args.format)
         summary.update(audio_clips=len(ids), audio_windows=n_windows, audio_shards=len(files),
                        audio_index=os.path.join(summary["out"], "audio_index.jsonl"))
+    elif args.audio_dir or args.manifest:
+        got, failures = embed_audio_to(enc, args.out, _audio_inputs(args), shard_size=args.shard_size,
+                                       fmt=args.format, progress=progress)
+        summary.update(got)
     if args.texts:
-        with open(args.texts, encoding="utf-8") as f:
-            texts = [line.rstrip("\n") for line in f if line.strip()]
-        toks, _ = enc.tokenize(texts)
-        truncated = int(sum(1 for t in toks if t[-1] != 0))
-        with bar(len(texts), "embed text") as pb:
-            emb = enc.embed_texts(texts, progress=pb.update)
-        extra = [{"text": t} for t in texts]
-        files = _write_shards(args.out, "text", [f"text{i}" for i in range(len(texts))], emb, extra,
-                              args.shard_size, args.format)
-        summary.update(texts=len(texts), texts_truncated=truncated, text_shards=len(files),
-                       text_index=os.path.join(summary["out"], "text_index.jsonl"))
+        summary.update(embed_texts_to(enc, args.out, text_ids, texts, shard_size=args.shard_size, fmt=args.format,
+                                      progress=progress))
     with open(os.path.join(args.out, "failures.jsonl"), "w", encoding="utf-8") as f:
         for r in failures:
             f.write(json.dumps(r) + "\n")

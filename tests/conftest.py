@@ -34,3 +34,32 @@ def tiny_corpus(tmp_path_factory):
                                 records_per_shard=4, progress=False)
     rows = [json.loads(line) for line in open(os.path.join(out, "manifest.jsonl"))]
     return out, report, rows
+
+
+TINY_MULAN_ARGS = [
+    "--gin_file=mulan/tiny_cpu.gin",
+    "--gin.MulanModel.text_checkpoint=None",   # tiny random towers, no MiniLM
+    "--gin.ast_tower.dim=32", "--gin.ast_tower.depth=1", "--gin.ast_tower.num_heads=2",
+    "--gin.bert_tower.hidden=32", "--gin.bert_tower.num_layers=1", "--gin.bert_tower.num_heads=2",
+    "--gin.bert_tower.mlp_dim=64", "--gin.TEXT_LENGTH=16",
+    "--gin.BATCH_SIZE=8", "--gin.CHECKPOINT_PERIOD=2",
+    "--gin.train.log_period=1", "--gin.CheckpointConfig.keep=None",
+    "--gin.warmup_cosine.decay_steps=1000"]
+
+
+@pytest.fixture(scope="session")
+def tiny_mulan(tiny_corpus, tmp_path_factory):
+    """A tiny MuLan trained 6 steps on the tiny corpus by the real binary: (model dir, corpus dir)."""
+    import subprocess
+
+    from tests import helpers
+
+    corpus_dir = tiny_corpus[0]
+    d = str(tmp_path_factory.mktemp("mulan_ref"))
+    cmd = [sys.executable, "-m", "mulan.train", *TINY_MULAN_ARGS, "--gin.TRAIN_STEPS=6",
+           f"--gin.CORPUS_DIR='{corpus_dir}'", f"--model_dir={d}"]
+    p = subprocess.run(cmd, cwd=helpers.ROOT, env=helpers.env(), capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, p.stderr[-4000:]
+    out = helpers.last_json(p.stdout)
+    assert out["status"] == "completed" and out["step"] == 6
+    return d, corpus_dir

@@ -15,14 +15,9 @@ from tests import helpers
 
 
 def _args(corpus_dir, steps=6):
-    return ["--gin_file=mulan/tiny_cpu.gin",
-            "--gin.MulanModel.text_checkpoint=None",   # tiny random towers, no MiniLM
-            "--gin.ast_tower.dim=32", "--gin.ast_tower.depth=1", "--gin.ast_tower.num_heads=2",
-            "--gin.bert_tower.hidden=32", "--gin.bert_tower.num_layers=1", "--gin.bert_tower.num_heads=2",
-            "--gin.bert_tower.mlp_dim=64", "--gin.TEXT_LENGTH=16",
-            f"--gin.TRAIN_STEPS={steps}", "--gin.BATCH_SIZE=8", "--gin.CHECKPOINT_PERIOD=2",
-            "--gin.train.log_period=1", "--gin.CheckpointConfig.keep=None",
-            "--gin.warmup_cosine.decay_steps=1000", f"--gin.CORPUS_DIR='{corpus_dir}'"]
+    from tests.conftest import TINY_MULAN_ARGS
+
+    return [*TINY_MULAN_ARGS, f"--gin.TRAIN_STEPS={steps}", f"--gin.CORPUS_DIR='{corpus_dir}'"]
 
 
 def _cmd(model_dir, corpus_dir, *extra):
@@ -36,12 +31,8 @@ def _run(cmd, timeout=400):
 
 
 @pytest.fixture(scope="module")
-def reference_run(tiny_corpus, tmp_path_factory):
-    corpus_dir = tiny_corpus[0]
-    d = str(tmp_path_factory.mktemp("mulan_ref"))
-    out = helpers.last_json(_run(_cmd(d, corpus_dir)).stdout)
-    assert out["status"] == "completed" and out["step"] == 6
-    return d, corpus_dir
+def reference_run(tiny_mulan):
+    return tiny_mulan
 
 
 def test_train_logs_mulan_metrics(reference_run):

@@ -1,0 +1,352 @@
+"""`python -m data.audit_pseudo_labels --labels=LABELS --out=DIR`: how noisy and how biased are
+the pseudo-labels?
+
+On a corpus with ground-truth metadata (the manifest's `tags`: instrument, genre, style, tempo,
+mode, dance, ensemble), every assigned caption and tag is read for the attribute values it
+mentions (a lexicon built from the truth values: GM patch names map to their instrument tag,
+"120 bpm" to its tempo word, "moderately fast" to a tempo, plurals to singulars; the longest
+phrase wins).  Then, per attribute, for the pseudo-labels and for a **random-caption baseline**
+(the same number of captions per clip drawn uniformly from the same bank):
+
+* coverage: the share of assigned labels that mention the attribute at all;
+* agreement (1 - noise): the share of mentioning labels whose mentioned values include a true
+  value of the clip; lift = agreement / the baseline's agreement;
+* bias: the confusion matrix true value x mentioned value, its off-diagonal asymmetry
+  (sum_{i<j} |C_ij - C_ji| / sum_{i!=j} C_ij: 0 = errors both ways alike, 1 = all one way) and its
+  most one-sided pair; over-/under-representation: each value's share of the mentions against
+  its share of the truth (ratio), and the total-variation distance between the two distributions.
+
+Figures for all clips and per split (the bank's captions were written for the train split's works,
+so the test split sees only captions of other songs).  Writes DIR/audit.json, DIR/audit.md and
+PNG plots; the last stdout line is JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import sys
+
+import numpy as np
+
+from data import weak_text
+
+ATTRIBUTES = ("instrument", "genre", "style", "tempo", "mode", "dance", "ensemble")
+_TEMPO_PHRASES = {
+    "slow": ["slow", "slowly", "very slow", "leisurely", "largo", "adagio", "unhurried"],
+    "moderate tempo": ["moderate tempo", "moderate pace", "moderately paced", "medium tempo", "mid-tempo",
+                       "moderate speed", "andante", "moderato"],
+    "upbeat": ["upbeat", "moderately fast", "brisk", "lively", "allegretto"],
+    "fast": ["fast", "very fast", "quick", "rapid", "allegro", "presto", "up-tempo", "uptempo"],
+}
+
+
+def _plural(w: str) -> list[str]:
+    if w.endswith(("s", "x", "z", "ch", "sh")):
+        return [w, w + "es"]
+    return [w, w + "s"]
+
+
+class Lexicon:
+    """Attribute -> {phrase: value}; `mentions(text, attr)` finds the values a text mentions."""
+
+    def __init__(self, values: dict[str, set[str]]):
+        import pretty_midi
+
+        from data import gm
+
+        self.phrases: dict[str, dict[str, str]] = {}
+        for attr, vals in values.items():
+            p: dict[str, str] = {}
+            for v in vals:
+                for form in _plural(v.lower()):
+                    p[form] = v
+            if attr == "tempo":
+                for v, forms in _TEMPO_PHRASES.items():
+                    if v in vals:
+                        p.update({f: v for f in forms})
+            if attr in ("instrument", "ensemble"):
+                for prog, name in enumerate(pretty_midi.constants.INSTRUMENT_MAP):
+                    tag = gm.program_tag(prog)
+                    if tag in vals:
+                        low = name.lower()
+                        for form in {low, re.sub(r"\s*\(.*?\)", "", low), re.sub(r"[()]", "", low),
+                                     re.sub(r"\s+\d+$", "", re.sub(r"\s*\(.*?\)", "", low))}:
+                            p.setdefault(" ".join(form.split()), tag)
+                if "drums" in vals:
+                    p.update({f: "drums" for f in ("drum", "drum kit", "drum set", "standard drum set")})
+            self.phrases[attr] = p
+        self._re = {a: re.compile(r"(?<![\w-])(" + "|".join(re.escape(k) for k in sorted(p, key=len, reverse=True))
+                                  + r")(?![\w-])") for a, p in self.phrases.items() if p}
+        self._bpm = re.compile(r"(\d{2,3})\s*(?:bpm|beats per minute)", re.I)
+
+    def mentions(self, text: str, attr: str) -> set[str]:
+        if attr not in self._re:
+            return set()
+        low = text.lower()
+        found = {self.phrases[attr][m.group(1)] for m in self._re[attr].finditer(low)}
+        if attr == "tempo":
+            found |= {weak_text.tempo_word(float(m.group(1))) for m in self._bpm.finditer(low)}
+            found &= set(self.phrases[attr].values())
+        return found
+
+
+def truth_of(row: dict) -> dict[str, list[str]]:
+    t = row.get("tags") or weak_text.ground_truth_tags(row)
+    return {a: list(t.get(a, [])) for a in ATTRIBUTES}
+
+
+def attribute_metrics(pairs: list[tuple[set, list[str]]], values: list[str]) -> dict:
+    """pairs: (truth values, mentioned value sets of each assigned label) per clip."""
+    n_labels = mentions = agree = 0
+    prec = []
+    idx = {v: i for i, v in enumerate(values)}
+    conf = np.zeros((len(values), len(values)), np.int64)
+    p_true = np.zeros(len(values))
+    p_men = np.zeros(len(values))
+    for truth, labels in pairs:
+        if not truth:
+            continue
+        for t in truth:
+            p_true[idx[t]] += 1.0 / len(truth)
+        for m in labels:
+            n_labels += 1
+            if not m:
+                continue
+            mentions += 1
+            hit = m & truth
+            agree += bool(hit)
+            prec.append(len(hit) / len(m))
+            for v in m:
+                p_men[idx[v]] += 1.0 / len(m)
+                for t in truth:
+                    if v == t or v not in truth:
+                        conf[idx[t], idx[v]] += 1
+    off = conf - np.diag(np.diag(conf))
+    total_off = off.sum()
+    asym = float(np.abs(np.triu(off - off.T, 1)).sum() / total_off) if total_off else 0.0
+    one_sided = None
+    if total_off:
+        d = off - off.T
+        i, j = np.unravel_index(np.argmax(d), d.shape)
+        if d[i, j] > 0:
+            one_sided = {"true": values[i], "labelled": values[j], "count": int(off[i, j]), "reverse": int(off[j, i])}
+    pt = p_true / p_true.sum() if p_true.sum() else p_true
+    pm = p_men / p_men.sum() if p_men.sum() else p_men
+    ratio = {v: (round(float(pm[i] / pt[i]), 3) if pt[i] > 0 else None) for v, i in idx.items()}
+    return {
+        "labels": n_labels, "mentions": mentions,
+        "coverage": round(mentions / n_labels, 4) if n_labels else 0.0,
+        "agreement": round(agree / mentions, 4) if mentions else None,
+        "precision": round(float(np.mean(prec)), 4) if prec else None,
+        "asymmetry": round(asym, 4), "most_one_sided": one_sided,
+        "tvd": round(float(0.5 * np.abs(pm - pt).sum()), 4) if mentions else None,
+        "true_share": {v: round(float(pt[i]), 4) for v, i in idx.items()},
+        "label_share": {v: round(float(pm[i]), 4) for v, i in idx.items()},
+        "ratio": ratio, "confusion": conf.tolist(),
+    }
+
+
+def audit(labels_dir: str, corpus_dir: str | None = None, seed: int = 0) -> dict:
+    from data.captions import read_bank
+
+    with open(os.path.join(labels_dir, "pseudo_labels.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    corpus_dir = corpus_dir or cfg["corpus_dir"]
+    manifest = os.path.join(corpus_dir, "manifest.jsonl")
+    if not os.path.exists(manifest):
+        raise FileNotFoundError(f"{manifest}: no corpus manifest (pass --corpus)")
+    with open(manifest, encoding="utf-8") as f:
+        rows = {r["clip_id"]: r for r in map(json.loads, f)}
+    labels_path = os.path.join(labels_dir, "labels.jsonl")
+    with open(labels_path, encoding="utf-8") as f:
+        labelled = [json.loads(line) for line in f if line.strip()]
+    missing = [x["clip_id"] for x in labelled if x["clip_id"] not in rows]
+    if missing:
+        raise ValueError(f"{labels_path}: {len(missing)} clips not in {manifest} (e.g. {missing[0]!r}): wrong --corpus?")
+    captions, tags = read_bank(cfg["bank_dir"])
+    truth = {cid: truth_of(rows[cid]) for cid in (x["clip_id"] for x in labelled)}
+    values = {a: sorted({v for t in truth.values() for v in t[a]}) for a in ATTRIBUTES}
+    values = {a: v for a, v in values.items() if v}
+    lex = Lexicon({a: set(v) for a, v in values.items()})
+    rng = np.random.default_rng(seed)
+    kinds = {"captions": [c["text"] for c in captions], "tags": [t["text"] for t in tags]}
+    assigned = {k: {x["clip_id"]: [c["text"] for c in x[k]] for x in labelled} for k in kinds}
+    random_ = {k: {cid: [kinds[k][i] for i in rng.choice(len(kinds[k]), size=len(a), replace=False)]
+                   for cid, a in assigned[k].items()} for k in kinds}
+    cache: dict = {}
+
+    def men(text, attr):
+        key = (text, attr)
+        if key not in cache:
+            cache[key] = lex.mentions(text, attr)
+        return cache[key]
+
+    splits = {"all": [x["clip_id"] for x in labelled]}
+    for x in labelled:
+        splits.setdefault(rows[x["clip_id"]].get("split") or "unknown", []).append(x["clip_id"])
+    result = {"labels_dir": os.path.abspath(labels_dir), "corpus_dir": os.path.abspath(corpus_dir),
+              "clips": len(labelled), "k": cfg["k"], "k_prime": cfg["k_prime"], "tag_k_prime": cfg["tag_k_prime"],
+              "bank_captions": len(captions), "bank_tags": len(tags), "seed": seed,
+              "split_clips": {s: len(c) for s, c in splits.items()}, "values": values, "splits": {}}
+    for split, cids in splits.items():
+        per = {}
+        for attr, vals in values.items():
+            per[attr] = {kind: {method: attribute_metrics(
+                [(set(truth[c][attr]), [men(t, attr) for t in src[kind][c]]) for c in cids], vals)
+                for method, src in (("pseudo", assigned), ("random", random_))} for kind in kinds}
+            for kind in kinds:
+                a, b = per[attr][kind]["pseudo"]["agreement"], per[attr][kind]["random"]["agreement"]
+                per[attr][kind]["lift"] = round(a / b, 3) if a is not None and b else None
+        result["splits"][split] = per
+    own = [c.get("song_id") == x.get("work_id") for x in labelled for c in x["captions"]]
+    result["own_song_caption_rate"] = round(float(np.mean(own)), 4) if own else 0.0
+    return result
+
+
+def headline(result: dict, split: str = "all", kind: str = "captions") -> dict:
+    """Mention-weighted agreement over attributes, pseudo vs random (one figure each)."""
+    out = {}
+    for method in ("pseudo", "random"):
+        m = a = 0
+        for attr in result["splits"][split].values():
+            r = attr[kind][method]
+            if r["agreement"] is not None:
+                m += r["mentions"]
+                a += r["agreement"] * r["mentions"]
+        out[method] = round(a / m, 4) if m else None
+    return out
+
+
+def _fmt(x, pct=True):
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}%" if pct else f"{x:.2f}"
+
+
+def _one_sided(e: dict | None) -> str:
+    return f"{e['true']} -> {e['labelled']} ({e['count']} vs {e['reverse']})" if e else "-"
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Pseudo-label audit: {result['clips']} clips, K={result['k']}, K'={result['k_prime']} captions, "
+             f"{result['tag_k_prime']} tags", "",
+             f"Bank: {result['bank_captions']} captions, {result['bank_tags']} tags. Labels: `{result['labels_dir']}`. "
+             f"Truth: `{result['corpus_dir']}/manifest.jsonl`. Clips per split: {result['split_clips']}.", "",
+             f"Share of assigned captions written for the clip's own work: {_fmt(result['own_song_caption_rate'])}.", ""]
+    for split in result["splits"]:
+        for kind in ("captions", "tags"):
+            h = headline(result, split, kind)
+            lines += [f"## {kind.capitalize()}, split `{split}`: agreement {_fmt(h['pseudo'])} "
+                      f"vs {_fmt(h['random'])} for random {kind}", "",
+                      "| attribute | coverage | agreement | random | lift | asymmetry | TVD | random TVD | over-represented | "
+                      "under-represented | most one-sided error |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+            for attr, r in result["splits"][split].items():
+                p, q = r[kind]["pseudo"], r[kind]["random"]
+                ratio = {v: x for v, x in p["ratio"].items() if x is not None and p["true_share"][v] >= 0.02}
+                over = max(ratio, key=ratio.get) if ratio else None
+                under = min(ratio, key=ratio.get) if ratio else None
+                os_ = p["most_one_sided"]
+                lines.append(
+                    f"| {attr} | {_fmt(p['coverage'])} | {_fmt(p['agreement'])} | {_fmt(q['agreement'])} | "
+                    f"{_fmt(r[kind]['lift'], False)} | {_fmt(p['asymmetry'], False)} | {_fmt(p['tvd'], False)} | "
+                    f"{_fmt(q['tvd'], False)} | {f'{over} x{ratio[over]:.2f}' if over and p['mentions'] else '-'} | "
+                    f"{f'{under} x{ratio[under]:.2f}' if under and p['mentions'] else '-'} | "
+                    f"{_one_sided(os_)} |")
+            lines.append("")
+    lines += ["Coverage: share of assigned labels that mention the attribute. Agreement: share of those whose "
+              "mentioned values include a true value (1 - noise). Lift: agreement / random agreement. Asymmetry: "
+              "0 = confusions both ways alike, 1 = all one way. TVD: total-variation distance between the mentioned "
+              "and the true value distribution. Over-/under-represented: largest / smallest ratio of label share "
+              "to true share (values with at least 2% of the truth)."]
+    return "\n".join(lines) + "\n"
+
+
+def plots(result: dict, out: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    res = result["splits"]["all"]
+    attrs = list(res)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, kind in zip(axes, ("captions", "tags")):
+        x = np.arange(len(attrs))
+        for off, method in ((-0.2, "pseudo"), (0.2, "random")):
+            ax.bar(x + off, [res[a][kind][method]["agreement"] or 0 for a in attrs], 0.4, label=method)
+        ax.set_xticks(x, attrs, rotation=30)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{kind}: agreement with the truth")
+        ax.legend()
+    fig.tight_layout()
+    files.append(os.path.join(out, "agreement.png"))
+    fig.savefig(files[-1], dpi=100)
+    plt.close(fig)
+    for attr in attrs:
+        p, q = res[attr]["captions"]["pseudo"], res[attr]["captions"]["random"]
+        vals = list(p["true_share"])
+        fig, axes = plt.subplots(1, 2, figsize=(max(10, 0.5 * len(vals) + 6), 4.5))
+        x = np.arange(len(vals))
+        for off, (name, share) in zip((-0.27, 0, 0.27), (("truth", p["true_share"]), ("pseudo", p["label_share"]),
+                                                          ("random", q["label_share"]))):
+            axes[0].bar(x + off, [share[v] for v in vals], 0.27, label=name)
+        axes[0].set_xticks(x, vals, rotation=60, ha="right", fontsize=7)
+        axes[0].set_title(f"{attr}: value shares (captions)")
+        axes[0].legend()
+        conf = np.asarray(p["confusion"], float)
+        conf = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+        axes[1].imshow(conf, cmap="viridis", vmin=0, vmax=1)
+        axes[1].set_xticks(x, vals, rotation=60, ha="right", fontsize=7)
+        axes[1].set_yticks(x, vals, fontsize=7)
+        axes[1].set_xlabel("mentioned")
+        axes[1].set_ylabel("true")
+        axes[1].set_title(f"{attr}: confusion (row-normalised)")
+        fig.tight_layout()
+        files.append(os.path.join(out, f"{attr}.png"))
+        fig.savefig(files[-1], dpi=100)
+        plt.close(fig)
+    return files
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--labels", required=True, help="a folder built by data.pseudo_labels")
+    ap.add_argument("--corpus", default=None, help="the corpus with the truth (default: the one labelled)")
+    ap.add_argument("--out", default=None, help="output folder (default LABELS/audit)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random-caption baseline")
+    args = ap.parse_args(argv)
+    out = os.path.abspath(args.out or os.path.join(args.labels, "audit"))
+    try:
+        result = audit(args.labels, args.corpus, args.seed)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "audit.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    md = markdown(result)
+    with open(os.path.join(out, "audit.md"), "w", encoding="utf-8") as f:
+        f.write(md)
+    files = plots(result, out)
+    print(md, file=sys.stderr)
+    print(f"audit written to {out} (audit.json, audit.md, {len(files)} plots)", file=sys.stderr)
+    summary = {"out": out, "clips": result["clips"], "own_song_caption_rate": result["own_song_caption_rate"]}
+    for split in result["splits"]:
+        for kind in ("captions", "tags"):
+            h = headline(result, split, kind)
+            summary[f"{split}_{kind}_agreement"], summary[f"{split}_{kind}_random_agreement"] = h["pseudo"], h["random"]
+    summary["per_attribute"] = {a: {"agreement": r["captions"]["pseudo"]["agreement"],
+                                    "random": r["captions"]["random"]["agreement"],
+                                    "asymmetry": r["captions"]["pseudo"]["asymmetry"],
+                                    "tvd": r["captions"]["pseudo"]["tvd"]} for a, r in result["splits"]["all"].items()}
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
