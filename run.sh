@@ -56,10 +56,16 @@ case "$cmd" in
   main)
     setup
     # Builds the demo corpus on first use (in ~/.cache/noise2music, or $N2M_CACHE_DIR), trains
-    # the tiny MuLan on it, then evaluates it on the held-out works.
+    # the tiny MuLan on it and evaluates it on the held-out works; then pseudo-labels the corpus:
+    # a caption bank written for the train split's works (midicap + templates), MuLan embeddings,
+    # the exact top-10 / inverse-frequency draw for every clip, and the audit of label noise and bias.
     MODEL_DIR="${MODEL_DIR:-runs/mulan_tiny}"
     "$VENV/bin/python" -m mulan.train --gin_file=mulan/tiny_cpu.gin --model_dir="$MODEL_DIR" "$@"
-    exec "$VENV/bin/python" -m mulan.evaluate --model_dir="$MODEL_DIR"
+    "$VENV/bin/python" -m mulan.evaluate --model_dir="$MODEL_DIR"
+    "$VENV/bin/python" -m data.captions --out="$MODEL_DIR/caption_bank"
+    "$VENV/bin/python" -m data.pseudo_labels --model_dir="$MODEL_DIR" --bank="$MODEL_DIR/caption_bank" \
+      --out="$MODEL_DIR/pseudo_labels"
+    exec "$VENV/bin/python" -m data.audit_pseudo_labels --labels="$MODEL_DIR/pseudo_labels"
     ;;
   setup)
     setup

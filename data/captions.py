@@ -286,9 +286,10 @@ def read_bank(bank_dir: str) -> tuple[list[dict], list[dict]]:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_mutually_exclusive_group(required=True)
+    src = ap.add_mutually_exclusive_group()
     src.add_argument("--songs", help="JSON lines: id, title, artist/composer, midi, audio, metadata")
-    src.add_argument("--corpus", help="a built corpus folder: one song per work")
+    src.add_argument("--corpus", help="a built corpus folder: one song per work (default: the demo corpus, "
+                                      "built on first use)")
     ap.add_argument("--split", default="train", help="--corpus: the split whose works are captioned ('' = all)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--writers", default="template,midicap", help="comma-separated: lm, midicap, template")
@@ -322,7 +323,12 @@ def main(argv: list[str] | None = None) -> dict:
                       max_tokens=args.lm_max_tokens, temperature=args.lm_temperature, timeout_s=args.lm_timeout_s,
                       retries=args.lm_retries, api_key=os.environ.get(args.lm_api_key_env, ""))
         writers = caption_writers.make_writers(names, **lm)
-        songs = read_songs(args.songs) if args.songs else songs_from_corpus(args.corpus, args.split or None)
+        if args.songs:
+            songs = read_songs(args.songs)
+        else:
+            from data import paths
+
+            songs = songs_from_corpus(args.corpus or paths.corpus_dir(), args.split or None)
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

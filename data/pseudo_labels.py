@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model_dir", required=True, help="a trained MuLan run")
     ap.add_argument("--step", type=int, default=None)
     ap.add_argument("--bank", required=True, help="a caption bank built by data.captions")
-    ap.add_argument("--corpus", required=True, help="the corpus to label (a built corpus folder)")
+    ap.add_argument("--corpus", default=None, help="the corpus to label (default: the demo corpus)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--k_prime", type=int, default=3)
@@ -300,6 +300,10 @@ def main(argv: list[str] | None = None) -> dict:
     if not 0 < args.k_prime <= args.k or not 0 < args.tag_k_prime <= args.tag_k:
         ap.error("need 0 < --k_prime <= --k and 0 < --tag_k_prime <= --tag_k")
     try:
+        if args.corpus is None:
+            from data import paths
+
+            args.corpus = paths.corpus_dir()
         s = build(args.model_dir, args.bank, args.corpus, args.out, k=args.k, k_prime=args.k_prime, tag_k=args.tag_k,
                   tag_k_prime=args.tag_k_prime, seed=args.seed, dtype=args.dtype, step=args.step,
                   batch_size=args.batch_size, recompute=args.recompute, progress=not args.no_progress)
