@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 import sys
 
@@ -91,6 +92,17 @@ def _check_macro(binding: str) -> None:
         hint = f" Did you mean {', '.join(near)}?" if near else ""
         raise FlagError(f"--gin.{name}: no gin file defines the macro {name!r}.{hint} "
                         f"Known macros: {', '.join(known)}") from None
+
+
+class _GinProbeFilter(logging.Filter):
+    """Drops gin's 'Path not found' ERROR, logged when it probes an include such as
+    'datasets/corpus.gin' as a Python package before finding it on the search path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.pathname.endswith("resource_reader.py") and record.msg == "Path not found: %s")
+
+
+logging.getLogger().addFilter(_GinProbeFilter())
 
 
 def apply(flags: Flags) -> None:
