@@ -10,8 +10,9 @@ Writes MuLan embeddings (L2-normalised, float32, 128-d) in shards plus an index:
 Audio: every file under `--audio_dir` (wav/flac/mp3/ogg...), the rows of a manifest (as
 `mulan.evaluate` reads them), or a seqio task's examples (`--task`, `--split`; the task's `audio`
 feature, ids from `clip_id`).  A clip is embedded as the mean over its non-overlapping 10 s windows
-(a shorter clip is zero-padded to 10 s).  Text: one text per line of `--texts`, truncated to the
-model's text length.  Batches are split over all local devices.  The last stdout line is JSON.
+(a shorter clip is zero-padded to 10 s); audio is read and embedded 256 clips at a time, so memory
+stays bounded on a large corpus.  Text: `--texts` is a .jsonl of {"id", "text"} rows (ids kept) or
+one text per line, truncated to the model's text length.  Batches are split over all local devices.  The last stdout line is JSON.
 """
 from __future__ import annotations
 
