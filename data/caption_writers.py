@@ -14,6 +14,8 @@ bank records it and goes on).
 * `MidicapWriter`: the third-party rule-based `midicap` captioner over the song's MIDI file
   (MusicCaps-style paragraphs: instruments, key, tempo, chords), several seeded variations.
 * `TemplateWriter`: sentences from templates over the song's metadata, seeded per song.
+* `HumanWriter`: human-written caption sentences the song comes with (SPEC §3 adds them to the
+  bank): `captions` in the songs file, or a corpus work's long-form descriptions.
 """
 from __future__ import annotations
 
@@ -130,7 +132,7 @@ class MidicapWriter:
     name = "midicap"
 
     def __init__(self):
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints a banner on import
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints a banner on import (main thread)
             from midicap import analyze_midi, generate_midi_description
         self._analyze, self._describe = analyze_midi, generate_midi_description
 
@@ -138,16 +140,16 @@ class MidicapWriter:
         path = song.get("midi")
         if not path:
             raise WriterError("no MIDI file")
+        # No stdout redirection here: it swaps the process-wide sys.stdout, which races between
+        # the writer threads (only midicap's import prints).
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                human, numeric = self._analyze(path)
+            human, numeric = self._analyze(path)
         except Exception as e:  # third-party analyser: any failure is this file's
             raise WriterError(f"midicap cannot analyse {path}: {type(e).__name__}: {e}") from None
         seed = song_seed(song, "midicap")
         out = []
         for i in range(n):
-            with contextlib.redirect_stdout(io.StringIO()):
-                text = self._describe(human, numeric, deterministic=False, seed=seed + i)
+            text = self._describe(human, numeric, deterministic=False, seed=seed + i)
             if text and text not in out:
                 out.append(text)
         if not out:
@@ -219,6 +221,23 @@ def _placeholders(template: str) -> list[str]:
     return [f for _, f, _, _ in string.Formatter().parse(template) if f]
 
 
+class HumanWriter:
+    """Human-written sentences the song already has: its `captions` (a list given in the songs
+    file) or, for a corpus work, its long-form descriptions (MMA's groove and style notes)."""
+    name = "human"
+
+    def write(self, song: dict, n: int) -> list[str]:
+        texts = list(song.get("captions") or [])
+        if not texts:  # a corpus work: the long-form texts the data pipeline's filter kept
+            meta = song.get("metadata") or {}
+            long = (meta.get("texts") or {}).get("long", [])
+            ok = (meta.get("text_ok") or {}).get("long", [True] * len(long))
+            texts = [t for t, keep in zip(long, ok) if keep]
+        if not texts:
+            raise WriterError("no human-written captions")
+        return texts[:n] if n else texts
+
+
 def make_writers(names: list[str], **lm_kwargs) -> list:
     writers = []
     for n in names:
@@ -230,6 +249,8 @@ def make_writers(names: list[str], **lm_kwargs) -> list:
             writers.append(MidicapWriter())
         elif n == "template":
             writers.append(TemplateWriter())
+        elif n == "human":
+            writers.append(HumanWriter())
         else:
-            raise ValueError(f"unknown writer {n!r} in --writers (choose from lm, midicap, template)")
+            raise ValueError(f"unknown writer {n!r} in --writers (choose from lm, midicap, template, human)")
     return writers

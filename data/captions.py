@@ -65,7 +65,7 @@ def songs_from_corpus(corpus_dir: str, split: str | None = "train") -> list[dict
             r = json.loads(line)
             if (split and r.get("split") != split) or r["work_id"] in songs:
                 continue
-            meta = {k: v for k, v in r.items() if k not in ("texts", "text_ok", "audio", "midi", "seed")}
+            meta = {k: v for k, v in r.items() if k not in ("audio", "midi", "seed")}
             songs[r["work_id"]] = {
                 "id": r["work_id"], "title": _clean_title(r.get("title")), "composer": r.get("composer", ""),
                 "catalogue": list(r.get("catalogue") or []),
@@ -188,6 +188,8 @@ def clean_bank(songs: list[dict], answers: dict, writer_order: list[str], filter
                 for sent in caption_text.split_sentences(ans):
                     stats[w]["sentences"] += 1
                     clean = caption_text.remove_names(sent, people, titles=titles)
+                    if clean is not None and len(re.findall(r"[A-Za-z]{2,}", clean)) < 3:
+                        clean = None  # "113 636", "Op. 12": not a description
                     if clean is None:
                         stats[w]["dropped_names"] += 1
                         continue
@@ -292,8 +294,9 @@ def main(argv: list[str] | None = None) -> dict:
                                       "built on first use)")
     ap.add_argument("--split", default="train", help="--corpus: the split whose works are captioned ('' = all)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--writers", default="template,midicap", help="comma-separated: lm, midicap, template")
-    ap.add_argument("--samples", default="lm=4,midicap=3,template=4", help="answers per song, per writer")
+    ap.add_argument("--writers", default="template,midicap", help="comma-separated: lm, midicap, template, human")
+    ap.add_argument("--samples", default="lm=4,midicap=3,template=4,human=0",
+                    help="answers per song, per writer (human: 0 = all)")
     ap.add_argument("--workers", type=int, default=4, help="songs written concurrently (the LM server's batch)")
     ap.add_argument("--no_filter", action="store_true", help="keep sentences the text filter rejects")
     ap.add_argument("--lm_url", default="", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")

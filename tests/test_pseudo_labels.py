@@ -3,6 +3,7 @@ a language model over real HTTP), bank and clip embeddings with a trained MuLan,
 labels against brute force, the seqio task's batches, and the audit."""
 import json
 import os
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +22,7 @@ def bank(tiny_corpus, tmp_path_factory):
     return out, stats
 
 
-def test_caption_bank_from_corpus_is_clean_and_resumable(bank, tiny_corpus):
+def test_caption_bank_from_corpus_is_clean_and_resumable(bank, tiny_corpus, capsys):
     out, stats = bank
     rows = tiny_corpus[2]
     train_works = {r["work_id"] for r in rows if r["split"] == "train"}
@@ -43,6 +44,11 @@ def test_caption_bank_from_corpus_is_clean_and_resumable(bank, tiny_corpus):
     again = captions.main(["--corpus", tiny_corpus[0], "--out", out, "--writers", "template,midicap",
                            "--samples", "midicap=2,template=3", "--no_progress"])
     assert again["jobs_run"] == 0 and again["captions"] == stats["captions"]
+    # stdout survives the writer threads and ends in the JSON line
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["captions"] == stats["captions"]
+    human = captions.main(["--corpus", tiny_corpus[0], "--out", out, "--writers", "human", "--no_progress"])
+    assert human["per_writer"]["human"]["answers"] > 0 and all(
+        len(re.findall(r"[A-Za-z]{2,}", b["text"])) >= 3 for b in captions.read_bank(out)[0])
 
 
 class _LM(BaseHTTPRequestHandler):
