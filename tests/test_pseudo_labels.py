@@ -22,7 +22,7 @@ def bank(tiny_corpus, tmp_path_factory):
     return out, stats
 
 
-def test_caption_bank_from_corpus_is_clean_and_resumable(bank, tiny_corpus, capsys):
+def test_caption_bank_from_corpus_is_clean_and_resumable(bank, tiny_corpus, capsys, tmp_path):
     out, stats = bank
     rows = tiny_corpus[2]
     train_works = {r["work_id"] for r in rows if r["split"] == "train"}
@@ -46,9 +46,10 @@ def test_caption_bank_from_corpus_is_clean_and_resumable(bank, tiny_corpus, caps
     assert again["jobs_run"] == 0 and again["captions"] == stats["captions"]
     # stdout survives the writer threads and ends in the JSON line
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["captions"] == stats["captions"]
-    human = captions.main(["--corpus", tiny_corpus[0], "--out", out, "--writers", "human", "--no_progress"])
+    human_out = str(tmp_path / "human")
+    human = captions.main(["--corpus", tiny_corpus[0], "--out", human_out, "--writers", "human", "--no_progress"])
     assert human["per_writer"]["human"]["answers"] > 0 and all(
-        len(re.findall(r"[A-Za-z]{2,}", b["text"])) >= 3 for b in captions.read_bank(out)[0])
+        len(re.findall(r"[A-Za-z]{2,}", b["text"])) >= 3 for b in captions.read_bank(human_out)[0])
 
 
 class _LM(BaseHTTPRequestHandler):
