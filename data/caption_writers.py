@@ -74,7 +74,7 @@ class LanguageModelWriter:
         self._lock = threading.Lock()
 
     def prompt_for(self, song: dict) -> str:
-        title = song.get("title") or "Untitled"
+        title = song.get("title") or next(iter(song.get("catalogue") or []), "") or song["id"].split(":")[-1]
         artist = song_artist(song) or "an unknown artist"
         return f'{self.prompt}"{title}" by {artist} :'
 
