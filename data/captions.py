@@ -196,22 +196,25 @@ def clean_bank(songs: list[dict], answers: dict, writer_order: list[str], filter
                     if clean != sent:
                         stats[w]["names_removed"] += 1
                     candidates.append((clean, sid, w))
-    keep = [True] * len(candidates)
-    if flt is not None and candidates:
-        probs = flt.prob([c[0] for c in candidates])
-        for i, p in enumerate(probs):
+    # De-duplicate first (the first writer's song is kept), then filter only the unique sentences.
+    unique = caption_text.dedupe_items(candidates, key=lambda c: c[0])
+    for w in writer_order:
+        stats[w]["dropped_duplicate"] = 0
+    for c in candidates:
+        stats[c[2]]["dropped_duplicate"] += 1
+    for c in unique:
+        stats[c[2]]["dropped_duplicate"] -= 1
+    keep = [True] * len(unique)
+    if flt is not None and unique:
+        for i, p in enumerate(flt.prob([c[0] for c in unique])):
             if p < filter_threshold:
                 keep[i] = False
-                stats[candidates[i][2]]["dropped_filter"] += 1
-    kept = [c for c, k in zip(candidates, keep) if k]
-    unique = set(map(id, caption_text.dedupe_items(kept, key=lambda c: c[0])))
+                stats[unique[i][2]]["dropped_filter"] += 1
     bank = []
-    for c in kept:
-        if id(c) not in unique:
-            stats[c[2]]["dropped_duplicate"] += 1
-            continue
-        stats[c[2]]["kept"] += 1
-        bank.append({"id": f"cap{len(bank):07d}", "text": c[0], "song_id": c[1], "writer": c[2]})
+    for c, k in zip(unique, keep):
+        if k:
+            stats[c[2]]["kept"] += 1
+            bank.append({"id": f"cap{len(bank):07d}", "text": c[0], "song_id": c[1], "writer": c[2]})
     return bank, {w: dict(stats[w]) for w in writer_order}
 
 

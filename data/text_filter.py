@@ -96,11 +96,14 @@ class LongFormFilter:
             b -= lr * float(g.mean())
         self.w, self.b = w, b
 
-    def prob(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros([0], np.float32)
-        x = np.stack([_features(t) for t in texts])
-        return 1.0 / (1.0 + np.exp(-(x @ self.w + self.b)))
+    def prob(self, texts: list[str], chunk: int = 2048) -> np.ndarray:
+        """P(about the music) per text; features are built `chunk` texts at a time (each text's
+        hashed vector is 2^14 wide, so a large bank at once would not fit in memory)."""
+        out = [np.zeros([0])]
+        for s in range(0, len(texts), chunk):
+            x = np.stack([_features(t) for t in texts[s:s + chunk]])
+            out.append(1.0 / (1.0 + np.exp(-(x @ self.w + self.b))))
+        return np.concatenate(out)
 
     def __call__(self, text: str, threshold: float = 0.5) -> bool:
         return bool(self.prob([text])[0] >= threshold)
