@@ -95,11 +95,21 @@ def plan(preset: str, seed: int, soundfonts: list[str], midi_dirs: list[str], te
                     specs.append(dict(source="midi", work=w, variant=0))
     for s in specs:
         wid, k = s["work"]["work_id"], s["variant"]
-        s["clip_seed"] = stable_int(seed, wid, k)
-        s["clip_id"] = f"{s['source']}-{hashlib.sha1(f'{wid}#{k}'.encode()).hexdigest()[:12]}"
+        # The movements of a quartet share their work's id (one split per work) but are clips of
+        # their own: their file names enter the clip's seed and id.
+        path = s["work"].get("path") or ""
+        ident = f"{wid}:{os.path.basename(path)}" if "/movement" in path else wid
+        s["clip_seed"] = stable_int(seed, ident, k)
+        s["clip_id"] = f"{s['source']}-{hashlib.sha1(f'{ident}#{k}'.encode()).hexdigest()[:12]}"
         s["soundfont"] = soundfonts[s["clip_seed"] % len(soundfonts)]
         s["split"] = split_of(wid, test_fraction)
         s["clip_seconds"] = p["clip_seconds"]
+    seen: dict[str, str] = {}
+    for s in specs:
+        other = seen.setdefault(s["clip_id"], s["work"].get("path") or s["work"]["work_id"])
+        if other != (s["work"].get("path") or s["work"]["work_id"]):
+            raise ValueError(f"build_corpus: two sources map to clip id {s['clip_id']}: {other} and "
+                             f"{s['work'].get('path') or s['work']['work_id']}")
     return specs
 
 

@@ -349,3 +349,17 @@ def test_build_fails_early_when_the_disk_cannot_hold_the_corpus(tmp_path):
     check_disk_space(str(tmp_path), 15.0, 10, 10, [16000], True)  # a few clips fit
     with pytest.raises(SystemExit, match=r"needs up to \d+\.\d GB .* GB is free.*--max_clips"):
         check_disk_space(str(tmp_path), 30.0, 10**7, 10**7, [16000, 24000], True)
+
+
+def test_full_preset_plan_gives_every_clip_its_own_id():
+    """Quartet movements share their work (and split) but not their clip id or seed."""
+    from data import build_corpus
+
+    specs = build_corpus.plan("full", 0, ["sf"], [], 0.1)
+    assert len({s["clip_id"] for s in specs}) == len(specs) == 19560
+    movements = [s for s in specs if "/movement" in (s["work"].get("path") or "")]
+    assert movements and len({s["clip_seed"] for s in movements}) == len(movements)
+    by_work = {}
+    for s in movements:
+        by_work.setdefault(s["work"]["work_id"], set()).add(s["split"])
+    assert all(len(v) == 1 for v in by_work.values())
