@@ -304,8 +304,12 @@ def plots(result: dict, out: str) -> list[str]:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for ax, kind in zip(axes, ("captions", "tags")):
         x = np.arange(len(attrs))
-        for off, method in ((-0.2, "pseudo"), (0.2, "random")):
-            ax.bar(x + off, [res[a][kind][method]["agreement"] or 0 for a in attrs], 0.4, label=method)
+        methods = [m for m in ("pseudo", "random", "own_song") if any(m in res[a][kind] for a in attrs)]
+        w = 0.8 / len(methods)
+        for i, method in enumerate(methods):
+            ax.bar(x + (i - (len(methods) - 1) / 2) * w,
+                   [(res[a][kind].get(method) or {}).get("agreement") or 0 for a in attrs], w,
+                   label=method.replace("_", "-"))
         ax.set_xticks(x, attrs, rotation=30)
         ax.set_ylim(0, 1)
         ax.set_title(f"{kind}: agreement with the truth")
