@@ -88,23 +88,29 @@ MULAN_FEATURES = {
 }
 
 
-def _register_mulan_train(name: str, filter_text: bool):
+def _register_audio_text(name: str, crop, choose: list, keys: list[str]):
+    """A train task on the corpus: crop, one text per clip per step, WordPiece tokens."""
     seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(
         name,
         source=corpus_source(),
         preprocessors=[
             preprocessors.densify_dataset,
-            preprocessors.random_crop(CROP_SECONDS, MODEL_RATE),
+            crop,
             preprocessors.drop_silent,
-            _LazyChooseText(filter_text),
+            *choose,
             preprocessors.drop_empty_text,
             preprocessors.tokenize_bert("text", "text_tokens"),
             seqio.preprocessors.append_eos_after_trim,
-            preprocessors.select(["audio", "text_tokens"]),
+            preprocessors.select(keys),
         ],
         output_features=MULAN_FEATURES,
     )
+
+
+def _register_mulan_train(name: str, filter_text: bool):
+    _register_audio_text(name, preprocessors.random_crop(CROP_SECONDS, MODEL_RATE), [_LazyChooseText(filter_text)],
+                         ["audio", "text_tokens"])
 
 
 _register_mulan_train("mulan_weak_text", filter_text=True)
@@ -148,26 +154,10 @@ class _LazyRandomCrop:
 
 
 _N2M_KEYS = ["audio", "text_tokens", "text", "clip_id"]
-N2M_FEATURES = dict(MULAN_FEATURES)
 
 
-def _register_n2m(name: str, choose):
-    seqio.TaskRegistry.remove(name)
-    seqio.TaskRegistry.add(
-        name,
-        source=corpus_source(),
-        preprocessors=[
-            preprocessors.densify_dataset,
-            _LazyRandomCrop(),
-            preprocessors.drop_silent,
-            *choose,
-            preprocessors.drop_empty_text,
-            preprocessors.tokenize_bert("text", "text_tokens"),
-            seqio.preprocessors.append_eos_after_trim,
-            preprocessors.select(_N2M_KEYS),
-        ],
-        output_features=N2M_FEATURES,
-    )
+def _register_n2m(name: str, choose: list):
+    _register_audio_text(name, _LazyRandomCrop(), choose, _N2M_KEYS)
 
 
 _register_n2m("n2m_pseudo_labels", [preprocessors.MatchPseudoLabels(), preprocessors.choose_pseudo_label_text()])
