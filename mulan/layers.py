@@ -32,7 +32,8 @@ def layer_norm(name: str, eps: float = 1e-12, dtype=jnp.float32) -> nn.LayerNorm
 
 
 class MultiHeadAttention(nn.Module):
-    """Self-attention.  x: [batch, length, embed]; mask: [batch, length] (1 = attend) or None."""
+    """Self-attention, or cross-attention to `context` [batch, ctx_length, ctx_embed].
+    x: [batch, length, embed]; mask: [batch, length or ctx_length] (1 = attend) or None."""
 
     num_heads: int
     head_dim: int
@@ -40,21 +41,23 @@ class MultiHeadAttention(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | None, deterministic: bool,
+                 context: jax.Array | None = None) -> jax.Array:
         embed = x.shape[-1]
 
-        def proj(name):
+        def proj(name, src):
             kernel = self.param(f"{name}_kernel", nn.with_logical_partitioning(INIT, ("embed", "heads", "kv")),
-                                (embed, self.num_heads, self.head_dim))
+                                (src.shape[-1], self.num_heads, self.head_dim))
             bias = self.param(f"{name}_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")),
                               (self.num_heads, self.head_dim))
-            y = jnp.einsum("ble,ehd->bhld", x.astype(self.dtype), kernel.astype(self.dtype))
+            y = jnp.einsum("ble,ehd->bhld", src.astype(self.dtype), kernel.astype(self.dtype))
             y = y + bias.astype(self.dtype)[None, :, None, :]
             return nn.with_logical_constraint(y, ("activation_batch", "activation_heads", "activation_length", None))
 
         # Head-major [batch, heads, length, head_dim]: XLA:CPU runs these batched matmuls about
         # twice as fast as the [batch, length, heads, head_dim] layout (measured, 249 tokens).
-        q, k, v = proj("query"), proj("key"), proj("value")
+        kv = x if context is None else context
+        q, k, v = proj("query", x), proj("key", kv), proj("value", kv)
         logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) / jnp.sqrt(self.head_dim).astype(self.dtype)
         if mask is not None:
             big_neg = jnp.finfo(logits.dtype).min
