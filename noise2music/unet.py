@@ -1,0 +1,224 @@
+"""The 1-D Efficient U-Net of Noise2Music (SPEC.md §2.1): one module for all five models.
+
+    net = UNet1D(base=256, kernel=7, strides=(4,) * 6, multipliers=(1, 1, 2, 3, 4, 4),
+                 blocks=(3, 3, 3, 4, 4, 4), self_attention=(False,) * 3 + (True,) * 3,
+                 cross_attention=(False,) * 3 + (True,) * 3)
+    out = net.apply(params, x_t, t, text=emb, text_mask=mask, drop_text=drop, cond=lowfi)
+
+Layout, with C_i = base * multipliers[i] and L_i = L / (S_0 ... S_i):
+
+* entry conv (kernel 3): [B, L, C_in (+ stacked conditioning channels)] -> [B, L, base];
+* depth i, down: a strided conv S_i, C_{i-1} -> C_i (kernel = stride: non-overlapping, a reshape
+  and one matmul), then `blocks[i]` residual blocks of width C_i, then (where flagged)
+  self-attention and cross-attention to the text tokens, each followed by a residual MLP of hidden
+  size 2 C_i; the depth's output is kept for the skip;
+* the bottom: an aligned input (the vocoder's spectrogram) is added here (`bottom`);
+* depth i, up (mirrored): + the depth's down output (**additive** skips), the same blocks and
+  attention, then the transposed strided conv C_i -> C_{i-1};
+* + the entry activation, exit conv (kernel 3) -> out_channels.
+
+Residual block: GroupNorm -> swish -> conv -> FiLM (channel-wise scale and bias from the time
+embedding) -> GroupNorm -> swish -> conv, + input.  Time: sinusoidal embedding of t -> dense ->
+swish -> dense (width `base`).  `drop_text` [B] (1 = drop) zeroes the cross-attention outputs of
+those examples (classifier-free guidance training).  Every parameter and large activation carries
+logical axes (`embed`, `conv_out`, `heads`, `mlp`; `activation_batch`, `activation_length`,
+`activation_embed`) for FSDP + tensor sharding.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mulan.layers import MultiHeadAttention
+
+_ACT = ("activation_batch", "activation_length", "activation_embed")
+
+
+def _init(scale: float = 1.0):
+    return nn.initializers.variance_scaling(scale, "fan_in", "truncated_normal")
+
+
+def _constrain(x):
+    return nn.with_logical_constraint(x, _ACT)
+
+
+class Conv(nn.Module):
+    """'Same' 1-D convolution [B, L, Cin] -> [B, L, Cout], kernel [k, Cin, Cout]."""
+
+    features: int
+    kernel: int
+    zero_init: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        init = nn.initializers.zeros if self.zero_init else _init()
+        w = self.param("kernel", nn.with_logical_partitioning(init, (None, "embed", "conv_out")),
+                       (self.kernel, x.shape[-1], self.features))
+        b = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)), (self.features,))
+        y = jax.lax.conv_general_dilated(x.astype(self.dtype), w.astype(self.dtype), (1,), "SAME",
+                                         dimension_numbers=("NWC", "WIO", "NWC"))
+        return y + b.astype(self.dtype)
+
+
+class Resample(nn.Module):
+    """Non-overlapping strided conv (down: [B, L, C] -> [B, L/S, F]) or its transpose
+    (up: [B, L, C] -> [B, L*S, F]), each one matmul."""
+
+    features: int
+    stride: int
+    up: bool
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        b, n, c = x.shape
+        s = self.stride
+        if self.up:
+            w = self.param("kernel", nn.with_logical_partitioning(_init(), ("embed", None, "conv_out")),
+                           (c, s, self.features))
+            y = jnp.einsum("blc,csf->blsf", x.astype(self.dtype), w.astype(self.dtype)).reshape(b, n * s, self.features)
+        else:
+            w = self.param("kernel", nn.with_logical_partitioning(_init(), (None, "embed", "conv_out")),
+                           (s, c, self.features))
+            y = jnp.einsum("blsc,scf->blf", x.astype(self.dtype).reshape(b, n // s, s, c), w.astype(self.dtype))
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)), (self.features,))
+        return y + bias.astype(self.dtype)
+
+
+def _group_norm(channels: int, name: str) -> nn.GroupNorm:
+    groups = math.gcd(32, channels)
+    return nn.GroupNorm(num_groups=groups, name=name,
+                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)))
+
+
+class ResBlock(nn.Module):
+    kernel: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, temb):
+        c = x.shape[-1]
+        h = Conv(c, self.kernel, dtype=self.dtype, name="conv1")(nn.swish(_group_norm(c, "norm1")(x)))
+        film = nn.Dense(2 * c, name="film", dtype=self.dtype,
+                        kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", "mlp")),
+                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(nn.swish(temb))
+        scale, bias = jnp.split(film[:, None, :], 2, axis=-1)
+        h = h * (1.0 + scale) + bias
+        h = Conv(c, self.kernel, zero_init=True, dtype=self.dtype, name="conv2")(nn.swish(_group_norm(c, "norm2")(h)))
+        return _constrain(x + h)
+
+
+class AttentionBlock(nn.Module):
+    """Pre-LN self- or cross-attention + residual MLP (hidden 2 C)."""
+
+    num_heads: int
+    cross: bool
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, text=None, text_mask=None, drop_text=None):
+        c = x.shape[-1]
+        attn = MultiHeadAttention(self.num_heads, c // self.num_heads, dtype=self.dtype, name="attention")
+        h = nn.LayerNorm(name="ln", dtype=self.dtype)(x)
+        if self.cross:
+            h = attn(h, text_mask, True, context=text)
+            if drop_text is not None:
+                h = h * (1.0 - drop_text.astype(h.dtype))[:, None, None]
+        else:
+            h = attn(h, None, True)
+        x = x + h
+        h = nn.LayerNorm(name="ln_mlp", dtype=self.dtype)(x)
+        h = nn.Dense(2 * c, name="mlp_in", dtype=self.dtype,
+                     kernel_init=nn.with_logical_partitioning(_init(), ("embed", "mlp")),
+                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(h)
+        h = nn.with_logical_constraint(nn.swish(h), ("activation_batch", "activation_length", "activation_mlp"))
+        h = nn.Dense(c, name="mlp_out", dtype=self.dtype,
+                     kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp", "embed")),
+                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(h)
+        return _constrain(x + h)
+
+
+def timestep_embedding(t, dim: int, max_period: float = 10000.0):
+    """t in [0, 1] -> [B, dim] sinusoids (t scaled by 1000, as for discrete steps)."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = 1000.0 * t[:, None].astype(jnp.float32) * freqs[None]
+    return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+class UNet1D(nn.Module):
+    base: int = 256
+    kernel: int = 7
+    strides: Sequence[int] = (4, 4, 4, 4)
+    multipliers: Sequence[int] = (1, 1, 2, 2)
+    blocks: Sequence[int] = (2, 2, 2, 2)
+    self_attention: Sequence[bool] = (False, False, False, False)
+    cross_attention: Sequence[bool] = (False, False, False, False)
+    num_heads: int = 8
+    out_channels: int = 1
+    dtype: jnp.dtype = jnp.float32
+
+    def __post_init__(self):
+        n = len(self.strides)
+        for name in ("multipliers", "blocks", "self_attention", "cross_attention"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"UNet1D.{name} has {len(getattr(self, name))} entries but strides has {n}: "
+                                 f"one per depth")
+        super().__post_init__()
+
+    @property
+    def downsampling(self) -> int:
+        return math.prod(self.strides)
+
+    @nn.compact
+    def __call__(self, x, t, *, text=None, text_mask=None, drop_text=None, cond=None, bottom=None):
+        """x: [B, L, C] (noisy input); t: [B]; text: [B, T, D] token embeddings; cond: [B, L, Cc]
+        low-fi conditioning stacked as channels; bottom: [B, L / prod(strides), C_last] added at the
+        bottom of the U.  -> [B, L, out_channels]."""
+        if x.shape[1] % self.downsampling:
+            raise ValueError(f"UNet1D: length {x.shape[1]} is not a multiple of prod(strides) = {self.downsampling} "
+                             f"(pad or crop the input; see configs/noise2music/README)")
+        if any(self.cross_attention) and text is None:
+            raise ValueError("UNet1D: cross-attention is configured but no `text` was given")
+        temb = timestep_embedding(t, self.base)
+        temb = nn.Dense(self.base, name="time_in", kernel_init=nn.with_logical_partitioning(_init(), (None, "embed")),
+                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(temb)
+        temb = nn.Dense(self.base, name="time_out", kernel_init=nn.with_logical_partitioning(_init(), ("embed", None)),
+                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)))(nn.swish(temb))
+        if cond is not None:
+            x = jnp.concatenate([x, cond.astype(x.dtype)], axis=-1)
+        h = _constrain(Conv(self.base, 3, dtype=self.dtype, name="entry")(x))
+        entry = h
+        widths = [self.base * m for m in self.multipliers]
+        text_kw = dict(text=text, text_mask=text_mask, drop_text=drop_text)
+
+        def level(h, i, direction):
+            for j in range(self.blocks[i]):
+                h = ResBlock(self.kernel, self.dtype, name=f"{direction}{i}_block{j}")(h, temb)
+            if self.self_attention[i]:
+                h = AttentionBlock(self.num_heads, False, self.dtype, name=f"{direction}{i}_self_attn")(h)
+            if self.cross_attention[i]:
+                h = AttentionBlock(self.num_heads, True, self.dtype, name=f"{direction}{i}_cross_attn")(h, **text_kw)
+            return h
+
+        skips = []
+        for i, s in enumerate(self.strides):
+            h = _constrain(Resample(widths[i], s, up=False, dtype=self.dtype, name=f"down{i}_resample")(h))
+            h = level(h, i, "down")
+            skips.append(h)
+        if bottom is not None:
+            if bottom.shape != h.shape:
+                raise ValueError(f"UNet1D: `bottom` must be {h.shape} (the bottom of the U), got {bottom.shape}")
+            h = h + bottom.astype(h.dtype)
+        for i in reversed(range(len(self.strides))):
+            h = level(h + skips[i], i, "up")
+            out_width = widths[i - 1] if i else self.base
+            h = _constrain(Resample(out_width, self.strides[i], up=True, dtype=self.dtype, name=f"up{i}_resample")(h))
+        h = nn.swish(_group_norm(self.base, "exit_norm")(h + entry))
+        return Conv(self.out_channels, 3, zero_init=True, dtype=self.dtype, name="exit")(h)

@@ -1,0 +1,82 @@
+"""The 1-D Efficient U-Net: shapes, conditioning paths, text dropping, logical axes, paper size."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from noise2music.unet import UNet1D
+
+TINY = dict(base=16, kernel=5, strides=(2, 4), multipliers=(1, 2), blocks=(1, 1), self_attention=(False, True),
+            cross_attention=(False, True), num_heads=2)
+
+
+def _perturbed(params, key):
+    """Zero-initialised output layers make every input give 0: jitter all parameters."""
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+
+
+def _inputs(b=2, n=64, t_len=5, d=12):
+    ks = jax.random.split(jax.random.PRNGKey(0), 4)
+    return (jax.random.normal(ks[0], (b, n, 1)), jax.random.uniform(ks[1], (b,)),
+            jax.random.normal(ks[2], (b, t_len, d)), jnp.ones((b, t_len), jnp.int32),
+            jax.random.normal(ks[3], (b, n, 1)))
+
+
+def test_shapes_conditioning_and_bottom_input():
+    net = UNet1D(**TINY, out_channels=1)
+    x, t, text, mask, cond = _inputs()
+    params = net.init(jax.random.PRNGKey(1), x, t, text=text, text_mask=mask, cond=cond,
+                      bottom=jnp.zeros((2, 8, 32)))
+    params = _perturbed(nn.meta.unbox(params), jax.random.PRNGKey(2))
+    out = net.apply(params, x, t, text=text, text_mask=mask, cond=cond, bottom=jnp.zeros((2, 8, 32)))
+    assert out.shape == (2, 64, 1) and bool(jnp.all(jnp.isfinite(out)))
+    moved = net.apply(params, x, t, text=text, text_mask=mask, cond=cond + 1.0, bottom=jnp.ones((2, 8, 32)))
+    assert float(jnp.max(jnp.abs(moved - out))) > 1e-4   # the conditioning reaches the output
+    with pytest.raises(ValueError, match="multiple of prod"):
+        net.apply(params, x[:, :60], t, text=text, text_mask=mask, cond=cond[:, :60])
+    with pytest.raises(ValueError, match="bottom"):
+        net.apply(params, x, t, text=text, text_mask=mask, cond=cond, bottom=jnp.zeros((2, 16, 32)))
+    with pytest.raises(ValueError, match="one per depth"):
+        UNet1D(**{**TINY, "blocks": (1, 1, 1)}).init(jax.random.PRNGKey(0), x, t, text=text)
+
+
+def test_dropped_text_zeroes_cross_attention():
+    net = UNet1D(**TINY)
+    x, t, text, mask, _ = _inputs()
+    params = _perturbed(nn.meta.unbox(net.init(jax.random.PRNGKey(1), x, t, text=text, text_mask=mask)),
+                        jax.random.PRNGKey(3))
+    other = text[::-1] * 3.0
+    drop = jnp.array([1, 0])
+    a = net.apply(params, x, t, text=text, text_mask=mask, drop_text=drop)
+    b = net.apply(params, x, t, text=other, text_mask=mask, drop_text=drop)
+    np.testing.assert_allclose(a[0], b[0], atol=1e-6)               # dropped: the text does not matter
+    assert float(jnp.max(jnp.abs(a[1] - b[1]))) > 1e-4             # kept: it does
+
+
+def test_every_matrix_parameter_has_a_sharded_logical_axis():
+    net = UNet1D(**TINY)
+    x, t, text, mask, _ = _inputs()
+    boxed = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), x, t, text=text, text_mask=mask))
+    specs = jax.tree.leaves(nn.get_partition_spec(boxed), is_leaf=lambda s: isinstance(s, jax.sharding.PartitionSpec))
+    shapes = jax.tree.leaves(nn.meta.unbox(boxed))
+    assert len(specs) == len(shapes)
+    for spec, shape in zip(specs, shapes):
+        if len(shape.shape) >= 2:
+            assert any(a in ("embed", "conv_out", "mlp", "heads") for a in spec if a), (spec, shape.shape)
+
+
+def test_paper_waveform_generator_by_shape():
+    """SPEC §2.1's waveform generator at 30.72 s of 3.2 kHz (98,304 = 24 x 4^6 samples: 96,000 padded)."""
+    net = UNet1D(base=256, kernel=7, strides=(4,) * 6, multipliers=(1, 1, 2, 3, 4, 4), blocks=(3, 3, 3, 4, 4, 4),
+                 self_attention=(False,) * 3 + (True,) * 3, cross_attention=(False,) * 3 + (True,) * 3, num_heads=8)
+    x = jax.ShapeDtypeStruct((1, 98304, 1), jnp.float32)
+    t = jax.ShapeDtypeStruct((1,), jnp.float32)
+    text = jax.ShapeDtypeStruct((1, 64, 1024), jnp.float32)
+    params = jax.eval_shape(lambda a, b, c: nn.meta.unbox(net.init(jax.random.PRNGKey(0), a, b, text=c)), x, t, text)
+    n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+    assert 300e6 < n < 1500e6, n
+    out = jax.eval_shape(lambda p, a, b, c: net.apply(p, a, b, text=c), params, x, t, text)
+    assert out.shape == (1, 98304, 1)
