@@ -32,6 +32,20 @@ def fft_upsample(x, factor: int, axis: int = 1):
     return jnp.fft.irfft(jnp.pad(spec, pad), n=out_n, axis=axis) * factor
 
 
+def fft_resample(x, n_out: int, axis: int = 1):
+    """Band-limited resampling of [.., L, ..] to n_out samples along `axis` (spectrum truncated or
+    zero-extended, amplitude preserved): 16 kHz -> 3.2 kHz is n_out = L / 5."""
+    n = x.shape[axis]
+    if n_out == n:
+        return x
+    spec = jnp.fft.rfft(x.astype(jnp.float32), axis=axis)
+    keep = min(spec.shape[axis], n_out // 2 + 1)
+    spec = jax.lax.slice_in_dim(spec, 0, keep, axis=axis)
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, n_out // 2 + 1 - keep)
+    return jnp.fft.irfft(jnp.pad(spec, pad), n=n_out, axis=axis) * (n_out / n)
+
+
 def _gauss(sigma, size: int):
     r = jnp.arange(size, dtype=jnp.float32) - (size - 1) / 2.0
     w = jnp.exp(-0.5 * jnp.square(r / sigma))

@@ -37,3 +37,11 @@ def test_augment_noises_at_a_time_below_t_max():
     a, sg = sched.alpha_sigma(s)
     resid = (out[:, 16, 0] - a) / sg          # the noise that was added, at an interior sample
     assert abs(float(resid.mean())) < 0.15 and abs(float(resid.std()) - 1.0) < 0.15
+
+
+def test_fft_resample_down_keeps_a_band_limited_sine():
+    t_hi = np.arange(3200) / 16000.0
+    t_lo = np.arange(640) / 3200.0
+    x = jnp.asarray(np.sin(2 * np.pi * 400.0 * t_hi)[None, :, None], jnp.float32)
+    np.testing.assert_allclose(c.fft_resample(x, 640)[0, :, 0], np.sin(2 * np.pi * 400.0 * t_lo), atol=1e-4)
+    np.testing.assert_allclose(c.fft_resample(c.fft_resample(x, 640), 3200), x, atol=1e-4)
