@@ -25,6 +25,10 @@ from trainer.base_model import BaseModel
 
 STAGES = ("generator", "cascader")
 
+# The building blocks are configured from gin files (configs/noise2music/*.gin).
+gin.external_configurable(UNet1D, module="noise2music")
+gin.external_configurable(T5Config, module="noise2music")
+
 
 class _Net(nn.Module):
     unet: UNet1D

@@ -53,13 +53,15 @@ class Conv(nn.Module):
     kernel: int
     zero_init: bool = False
     dtype: jnp.dtype = jnp.float32
+    # The entry conv reads a few audio channels and the exit conv writes one: those narrow axes
+    # stay unsharded (None) so any mesh divides them.
+    axes: tuple = (None, "embed", "conv_out")
 
     @nn.compact
     def __call__(self, x):
         init = nn.initializers.zeros if self.zero_init else _init()
-        w = self.param("kernel", nn.with_logical_partitioning(init, (None, "embed", "conv_out")),
-                       (self.kernel, x.shape[-1], self.features))
-        b = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)), (self.features,))
+        w = self.param("kernel", nn.with_logical_partitioning(init, self.axes), (self.kernel, x.shape[-1], self.features))
+        b = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[2:]), (self.features,))
         y = jax.lax.conv_general_dilated(x.astype(self.dtype), w.astype(self.dtype), (1,), "SAME",
                                          dimension_numbers=("NWC", "WIO", "NWC"))
         return y + b.astype(self.dtype)
@@ -193,7 +195,7 @@ class UNet1D(nn.Module):
                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)))(nn.swish(temb))
         if cond is not None:
             x = jnp.concatenate([x, cond.astype(x.dtype)], axis=-1)
-        h = _constrain(Conv(self.base, 3, dtype=self.dtype, name="entry")(x))
+        h = _constrain(Conv(self.base, 3, dtype=self.dtype, axes=(None, None, "conv_out"), name="entry")(x))
         entry = h
         widths = [self.base * m for m in self.multipliers]
         text_kw = dict(text=text, text_mask=text_mask, drop_text=drop_text)
@@ -221,4 +223,4 @@ class UNet1D(nn.Module):
             out_width = widths[i - 1] if i else self.base
             h = _constrain(Resample(out_width, self.strides[i], up=True, dtype=self.dtype, name=f"up{i}_resample")(h))
         h = nn.swish(_group_norm(self.base, "exit_norm")(h + entry))
-        return Conv(self.out_channels, 3, zero_init=True, dtype=self.dtype, name="exit")(h)
+        return Conv(self.out_channels, 3, zero_init=True, dtype=self.dtype, axes=(None, "embed", None), name="exit")(h)
