@@ -27,3 +27,23 @@ def test_tiny_generator_trains_through_the_binary(tiny_corpus, tmp_path):
     assert os.path.isdir(os.path.join(tmp_path, "checkpoints", "3"))
     cfg = open(os.path.join(tmp_path, "config.gin")).read()
     assert "Noise2MusicModel.stage = 'generator'" in cfg and "n2m_weak_text" in cfg
+
+
+def test_tiny_configs_build_their_stage(tmp_path):
+    """Both tiny configs parse and build their model; the cascader's crop matches its length."""
+    import gin
+    import jax
+
+    from trainer import flags, main as trainer_main
+    from noise2music.train import CONFIGURABLES
+
+    trainer_main.import_configurables(CONFIGURABLES)
+    for config, stage, length in (("noise2music/tiny_generator.gin", "generator", 32000),
+                                  ("noise2music/tiny_cascader.gin", "cascader", 51200)):
+        gin.clear_config()
+        flags.parse_and_apply([f"--gin_file={config}", f"--model_dir={tmp_path}"], "")
+        model = gin.query_parameter("train.model").scoped_configurable_fn()
+        assert model.stage == stage and model.length == length
+        assert gin.query_parameter("n2m_crop.seconds") * 16000 == model.audio_samples
+        params = jax.eval_shape(lambda: model.init_params(jax.random.PRNGKey(0), model.dummy_batch(2)))
+        assert "text_encoder" in params and "unet" in params
