@@ -21,29 +21,11 @@ import argparse
 import json
 import os
 import sys
-import time
+
+from timing import flops, median_seconds  # benchmarks/timing.py
 
 PEER_TRAIN_EXAMPLES_PER_S = 2.5
 PEER_AUDIO_CLIPS_PER_S = 10.0
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    import numpy as np
-
-    fn()  # warm-up (compiled already; first run allocates)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
-
-
-def _flops(compiled) -> float:
-    cost = compiled.cost_analysis()
-    if isinstance(cost, list):
-        cost = cost[0]
-    return float(cost.get("flops", 0.0)) if cost else 0.0
 
 
 def main(argv=None) -> dict:
@@ -93,13 +75,13 @@ def main(argv=None) -> dict:
         state[0], state[1], loss = step_c(state[0], state[1], batch, key)
         loss.block_until_ready()
 
-    t_step = _median_seconds(run_step, args.repeats)
+    t_step = median_seconds(run_step, args.repeats)
     params = state[0]
 
     audio_c = jax.jit(model.embed_audio).lower(params, batch["audio"]).compile()
     text_c = jax.jit(model.embed_text).lower(params, batch["text_tokens"], batch["text_mask"]).compile()
-    t_audio = _median_seconds(lambda: audio_c(params, batch["audio"]).block_until_ready(), args.repeats)
-    t_text = _median_seconds(lambda: text_c(params, batch["text_tokens"], batch["text_mask"]).block_until_ready(),
+    t_audio = median_seconds(lambda: audio_c(params, batch["audio"]).block_until_ready(), args.repeats)
+    t_text = median_seconds(lambda: text_c(params, batch["text_tokens"], batch["text_mask"]).block_until_ready(),
                              args.repeats)
 
     # Breakdown: each part's forward+backward alone, in training mode.
@@ -122,9 +104,9 @@ def main(argv=None) -> dict:
         g = jax.jit(jax.grad(lambda p, w=which: part_loss(p, w))) if which != "frontend" else \
             jax.jit(lambda p: part_loss(p, "frontend"))
         c = g.lower(params).compile()
-        parts[which] = _median_seconds(lambda: jax.block_until_ready(c(params)), args.repeats)
+        parts[which] = median_seconds(lambda: jax.block_until_ready(c(params)), args.repeats)
 
-    f_step, f_audio, f_text = _flops(step_c), _flops(audio_c), _flops(text_c)
+    f_step, f_audio, f_text = flops(step_c), flops(audio_c), flops(text_c)
     result = {
         "config": args.gin_file, "batch_size": b, "cpu_cores": os.cpu_count(),
         "backend": jax.default_backend(), "num_params": int(n_params),

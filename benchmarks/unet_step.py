@@ -24,29 +24,11 @@ import argparse
 import json
 import os
 import sys
-import time
+
+from timing import flops, median_seconds  # benchmarks/timing.py
 
 PEER_TRAIN_SAMPLES_PER_S = 0.9
 PEER_SAMPLING_STEP_S = 0.34
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    import numpy as np
-
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
-
-
-def _flops(compiled) -> float:
-    cost = compiled.cost_analysis()
-    if isinstance(cost, list):
-        cost = cost[0]
-    return float(cost.get("flops", 0.0)) if cost else 0.0
 
 
 def main(argv=None) -> dict:
@@ -99,22 +81,22 @@ def main(argv=None) -> dict:
     model = net()
     params, state, loss_fn, step = build(model)
     train = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, x, text, key).compile()
-    train_flops = _flops(train)
+    train_flops = flops(train)
     holder = {"p": params, "s": state}
 
     def run_train():
         holder["p"], holder["s"], loss = train(holder["p"], holder["s"], x, text, key)
         loss.block_until_ready()
 
-    t_train = _median_seconds(run_train, args.repeats)
+    t_train = median_seconds(run_train, args.repeats)
     params = holder["p"]
 
     fwd = jax.jit(loss_fn).lower(params, x, text, key).compile()
-    t_fwd = _median_seconds(lambda: fwd(params, x, text, key).block_until_ready(), args.repeats)
+    t_fwd = median_seconds(lambda: fwd(params, x, text, key).block_until_ready(), args.repeats)
     model_na = net(attn=False)
     p_na, s_na, _, step_na = build(model_na)
     train_na = jax.jit(step_na).lower(p_na, s_na, x, text, key).compile()
-    t_na = _median_seconds(lambda: train_na(p_na, s_na, x, text, key)[2].block_until_ready(), args.repeats)
+    t_na = median_seconds(lambda: train_na(p_na, s_na, x, text, key)[2].block_until_ready(), args.repeats)
 
     def sample_step(p, x_t, t, s, text, k, guided: bool):
         tb = jnp.full((x_t.shape[0],), t)
@@ -133,7 +115,7 @@ def main(argv=None) -> dict:
     for guided in (False, True):
         f = jax.jit(lambda p, xt, tx, k, g=guided: sample_step(p, xt, 0.5, 0.49, tx, k, g))
         f = f.lower(params, x1, text1, key).compile()
-        out[guided] = _median_seconds(lambda: f(params, x1, text1, key).block_until_ready(), args.repeats)
+        out[guided] = median_seconds(lambda: f(params, x1, text1, key).block_until_ready(), args.repeats)
 
     n_params = sum(int(p.size) for p in jax.tree.leaves(params))
     res = {

@@ -35,7 +35,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from data import caption_text, caption_writers, weak_text
+from data import caption_text, caption_writers
 
 MOOD_TAGS = ["happy", "sad", "calm", "energetic", "relaxing", "dark", "bright", "melancholic", "uplifting",
              "dramatic", "romantic", "peaceful", "aggressive", "playful", "mysterious", "epic", "nostalgic",
