@@ -87,10 +87,18 @@ def to_eps_x0(sched: Schedule, pred, x_t, t, parameterization: str = "eps"):
     raise ValueError(f"parameterization={parameterization!r}: use 'eps' or 'v'.")
 
 
-def diffusion_loss(sched: Schedule, pred, x, eps, t, parameterization: str = "eps", weighting: str = "simple"):
+def diffusion_loss(sched: Schedule, pred, x, eps, t, parameterization: str = "eps", weighting: str = "simple",
+                   mask=None):
     """Per-example E[w_t ||target - pred||^2] (mean over the non-batch axes): [B].
-    weighting 'simple' (w = 1) or 'sigma' (w = sigma_t^2, the spectrogram generator's)."""
-    err = jnp.mean(jnp.square(pred - target(sched, x, t, eps, parameterization)), axis=tuple(range(1, x.ndim)))
+    weighting 'simple' (w = 1) or 'sigma' (w = sigma_t^2, the spectrogram generator's).  `mask`
+    [L] (1 = a real position, 0 = padding) restricts the mean to the real positions."""
+    sq = jnp.square(pred - target(sched, x, t, eps, parameterization))
+    axes = tuple(range(1, x.ndim))
+    if mask is None:
+        err = jnp.mean(sq, axis=axes)
+    else:
+        m = jnp.reshape(mask, (1, -1) + (1,) * (x.ndim - 2))
+        err = jnp.sum(sq * m, axis=axes) / (jnp.sum(m) * (sq.size // (x.shape[0] * x.shape[1])))
     if weighting == "simple":
         return err
     if weighting == "sigma":

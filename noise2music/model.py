@@ -1,15 +1,31 @@
 """Noise2Music stages for the trainer (SPEC.md §2): the diffusion loss of one U-Net of the cascade.
 
-    model = Noise2MusicModel(unet=UNet1D(...), stage="generator", rate=3200)    # text -> 3.2 kHz
-    model = Noise2MusicModel(unet=UNet1D(...), stage="cascader", rate=16000, low_rate=3200)
+    Noise2MusicModel(unet, stage="generator", rate=3200)                      # text -> 3.2 kHz
+    Noise2MusicModel(unet, stage="cascader", rate=16000, low_rate=3200)       # text + 3.2 kHz -> 16 kHz
+    Noise2MusicModel(unet, stage="super_resolution", source_rate=24000, rate=24000, low_rate=16000,
+                     text_encoder=None)                                       # 16 kHz -> 24 kHz
+    Noise2MusicModel(unet, stage="spectrogram_generator", text_length=96, weighting="sigma")  # text -> log-mel
+    Noise2MusicModel(unet, stage="vocoder", rate=16000, text_encoder=None)    # log-mel -> 16 kHz
 
-Batches are the corpus tasks' (`audio` [B, T] at `source_rate` = 16 kHz, `text_tokens`,
-`text_mask`).  Inside the jitted step the clip is resampled by FFT to the stage's `rate` (the
-target x); a cascader's low-fi input is the clip at `low_rate`, FFT-upsampled back to `rate`,
-blurred and noised at s ~ U[0, cond_t_max] (conditioning augmentation), and stacked with x_t as
-input channels.  The text goes through the frozen T5 encoder (its output is a stop-gradient, so its
-parameters never move) and is dropped for `text_drop` of the examples by zeroing the
-cross-attention outputs.  t ~ U[0, 1]; loss E[w_t ||target - prediction||^2].
+Batches are the corpus tasks' (`audio` [B, T] at `source_rate`, `text_tokens`, `text_mask`).
+Inside the jitted step:
+
+* the target x is the clip FFT-resampled to `rate` ([B, L, 1]), or for the spectrogram generator
+  its 80-bin log-mel in [-1, 1] ([B, frames, 80], `noise2music.spectrogram.MelSpec`);
+* cascader and super-resolution: the low-fi input is the clip at `low_rate`, FFT-resampled back to
+  `rate` and stacked with x_t as input channels; vocoder: the clip's log-mel is added at the
+  bottom of the U (`UNet1D(bottom=...)`); in training both are augmented (SPEC §2.2: blur and
+  noise at s ~ U[0, cond_t_max]);
+* the text goes through the frozen T5 encoder (a stop-gradient) and is dropped for `text_drop` of
+  the examples by zeroing the cross-attention outputs;
+* t ~ U[0, 1]; loss E[w_t ||target - prediction||^2] over the valid (unpadded) positions.
+
+Lengths the U-Net cannot divide: a length that is not a multiple of prod(strides) is **padded at
+the end** (zeros for audio, -1 = silence for log-mel) to the next multiple, and the padding is
+masked out of the loss; the sampler generates the padded length and crops it.  For the paper's
+30 s clips: 96,000 samples at 3.2 kHz -> 98,304 (4^6 = 4,096 x 24; 2.4% padding) for the waveform
+generator, 3,000 frames -> 3,072 (96 x 32) for the spectrogram generator; the cascaders' and
+vocoder's 3.2 s snippets divide exactly.
 """
 from __future__ import annotations
 
@@ -19,11 +35,13 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from noise2music import conditioning, diffusion
+from noise2music.spectrogram import MelSpec
 from noise2music.t5 import T5Config, T5Encoder
 from noise2music.unet import UNet1D
 from trainer.base_model import BaseModel
 
-STAGES = ("generator", "cascader")
+STAGES = ("generator", "cascader", "super_resolution", "spectrogram_generator", "vocoder")
+_LOWFI = ("cascader", "super_resolution")
 
 # The building blocks are configured from gin files (configs/noise2music/*.gin).
 gin.external_configurable(UNet1D, module="noise2music")
@@ -31,15 +49,26 @@ gin.external_configurable(T5Config, module="noise2music")
 
 
 class _Net(nn.Module):
+    """The stage's U-Net and its (frozen) text encoder; `encode` once, `denoise` per step."""
+
     unet: UNet1D
     text: T5Config | None
 
-    @nn.compact
-    def __call__(self, x_t, t, tokens, mask, drop, cond):
-        emb = None
-        if self.text is not None:
-            emb = jax.lax.stop_gradient(T5Encoder(self.text, name="text_encoder")(tokens, mask))
-        return self.unet(x_t, t, text=emb, text_mask=mask, drop_text=drop, cond=cond)
+    def setup(self):
+        self.text_encoder = T5Encoder(self.text) if self.text is not None else None
+
+    def encode(self, tokens, mask):
+        return None if self.text_encoder is None else jax.lax.stop_gradient(self.text_encoder(tokens, mask))
+
+    def denoise(self, x_t, t, emb, mask, drop, cond=None, bottom=None):
+        return self.unet(x_t, t, text=emb, text_mask=mask, drop_text=drop, cond=cond, bottom=bottom)
+
+    def __call__(self, x_t, t, tokens, mask, drop, cond=None, bottom=None):
+        return self.denoise(x_t, t, self.encode(tokens, mask), mask, drop, cond, bottom)
+
+
+def _pad_to(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 @gin.configurable
@@ -48,39 +77,107 @@ class Noise2MusicModel(BaseModel):
 
     Args:
       unet: the stage's `UNet1D`.
-      stage: 'generator' (text -> `rate`) or 'cascader' (text + `low_rate` audio -> `rate`).
-      source_rate / audio_samples: the batch's clips (16 kHz; samples per clip).
-      rate / low_rate: the stage's output rate and (cascader) its low-fi input rate.
+      stage: one of STAGES (see the module doc).
+      source_rate / audio_samples: the batch's clips (16 kHz, or 24 kHz for super-resolution).
+      rate / low_rate: the stage's output rate and (cascader, super-resolution) its low-fi input rate.
       text_encoder: a `T5Config` (frozen encoder), or None for a model without text.
       text_length: tokens per text.
       schedule: 'cosine' or 'linear'; parameterization 'eps' or 'v'; weighting 'simple' or 'sigma'.
       text_drop: the share of examples trained without text (classifier-free guidance).
-      cond_t_max / cond_blur_sigma / cond_blur_size: the cascader's conditioning augmentation.
+      cond_t_max / cond_blur / cond_blur_sigma / cond_blur_size: conditioning augmentation (blur
+        None, '1d' or '2d').
+      mel: the spectrogram representation (spectrogram generator and vocoder).
     """
 
     def __init__(self, unet: UNet1D, stage: str = "generator", source_rate: int = 16000, audio_samples: int = 160000,
                  rate: int = 3200, low_rate: int | None = None, text_encoder: T5Config | None = None,
                  text_length: int = 64, schedule: str = "cosine", parameterization: str = "eps",
                  weighting: str = "simple", text_drop: float = 0.1, cond_t_max: float = 0.5,
-                 cond_blur_sigma: tuple[float, float] = (0.1, 5.0), cond_blur_size: int = 10):
+                 cond_blur: str | None = "1d", cond_blur_sigma: tuple[float, float] = (0.1, 5.0),
+                 cond_blur_size: int = 10, mel: MelSpec = MelSpec()):
         if stage not in STAGES:
             raise ValueError(f"Noise2MusicModel.stage={stage!r}: one of {STAGES}")
-        if (audio_samples * rate) % source_rate:
-            raise ValueError(f"Noise2MusicModel: {audio_samples} samples at {source_rate} Hz are not a whole number "
-                             f"of samples at rate={rate}")
-        self.length = audio_samples * rate // source_rate
-        if self.length % unet.downsampling:
-            raise ValueError(f"Noise2MusicModel: {self.length} samples at {rate} Hz are not a multiple of the U-Net's "
-                             f"prod(strides) = {unet.downsampling}; change audio_samples (pad or crop the clips)")
-        if stage == "cascader" and (not low_rate or rate % low_rate):
-            raise ValueError(f"Noise2MusicModel(stage='cascader'): low_rate={low_rate} must divide rate={rate}: the "
-                             f"cascade's sample rates must chain")
+        if cond_blur not in (None, "1d", "2d"):
+            raise ValueError(f"Noise2MusicModel.cond_blur={cond_blur!r}: None, '1d' or '2d'")
         self.stage, self.source_rate, self.audio_samples = stage, source_rate, audio_samples
-        self.rate, self.low_rate, self.text_length = rate, low_rate, text_length
+        self.rate, self.low_rate, self.text_length, self.mel = rate, low_rate, text_length, mel
+        self.unet = unet
+        if stage in ("spectrogram_generator", "vocoder"):
+            if source_rate != mel.sample_rate or (stage == "vocoder" and rate != mel.sample_rate):
+                raise ValueError(f"Noise2MusicModel(stage={stage!r}): the spectrogram is of {mel.sample_rate} Hz audio; "
+                                 f"source_rate={source_rate}" + (f", rate={rate}" if stage == "vocoder" else ""))
+            if audio_samples % mel.hop:
+                raise ValueError(f"Noise2MusicModel: audio_samples={audio_samples} is not a whole number of "
+                                 f"{mel.hop}-sample spectrogram frames")
+        if stage == "spectrogram_generator":
+            self.rate = None
+            self.length = audio_samples // mel.hop
+        else:
+            if (audio_samples * rate) % source_rate:
+                raise ValueError(f"Noise2MusicModel: {audio_samples} samples at {source_rate} Hz are not a whole "
+                                 f"number of samples at rate={rate}")
+            self.length = audio_samples * rate // source_rate
+        if stage == "vocoder" and unet.downsampling != mel.hop:
+            raise ValueError(f"Noise2MusicModel(stage='vocoder'): prod(UNet1D.strides) = {unet.downsampling} must "
+                             f"equal the spectrogram hop ({mel.hop} samples) so the spectrogram aligns with the bottom "
+                             f"of the U")
+        if stage in _LOWFI:
+            if not low_rate or low_rate >= rate or (audio_samples * low_rate) % source_rate:
+                raise ValueError(f"Noise2MusicModel(stage={stage!r}): low_rate={low_rate} must be below rate={rate} and "
+                                 f"give whole samples: the cascade's sample rates must chain")
+        channels = mel.num_mels if stage == "spectrogram_generator" else 1
+        if unet.out_channels != channels:
+            raise ValueError(f"Noise2MusicModel(stage={stage!r}): UNet1D.out_channels={unet.out_channels}, but the stage "
+                             f"predicts {channels} channel(s)")
+        self.channels = channels
+        self.padded = _pad_to(self.length, unet.downsampling)
         self.schedule = diffusion.Schedule(schedule)
         self.parameterization, self.weighting, self.text_drop = parameterization, weighting, text_drop
-        self.cond_t_max, self.cond_blur_sigma, self.cond_blur_size = cond_t_max, tuple(cond_blur_sigma), cond_blur_size
+        self.cond_t_max, self.cond_blur = cond_t_max, cond_blur
+        self.cond_blur_sigma, self.cond_blur_size = tuple(cond_blur_sigma), cond_blur_size
         self.net = _Net(unet, text_encoder)
+
+    @property
+    def has_text(self) -> bool:
+        return self.net.text is not None
+
+    # -- representations -----------------------------------------------------------
+    def padded_length(self, length: int) -> int:
+        return _pad_to(length, self.unet.downsampling)
+
+    def pad(self, x, length: int | None = None):
+        """[B, n, C] -> [B, padded_length(n), C] (zeros for audio, -1 for log-mel)."""
+        n = x.shape[1]
+        extra = self.padded_length(n) - n
+        value = -1.0 if self.stage == "spectrogram_generator" else 0.0
+        return jnp.pad(x, [(0, 0), (0, extra), (0, 0)], constant_values=value) if extra else x
+
+    def target(self, audio):
+        """The clip [B, T] at source_rate -> the stage's x [B, length, C] (unpadded)."""
+        if self.stage == "spectrogram_generator":
+            return self.mel(audio)
+        return conditioning.fft_resample(audio[..., None], self.length)
+
+    def lowfi(self, low, length: int):
+        """Low-fi audio [B, n, 1] at low_rate -> the conditioning channels at `rate`, [B, length, 1]."""
+        return conditioning.fft_resample(low, length)
+
+    def _conditioning(self, audio, rng, train: bool):
+        """-> (cond, bottom): the stacked low-fi channels or the bottom spectrogram, augmented in training."""
+        cond = bottom = None
+        aug = dict(sched=self.schedule, t_max=self.cond_t_max, blur=self.cond_blur, blur_sigma=self.cond_blur_sigma,
+                   blur_size=self.cond_blur_size)
+        if self.stage in _LOWFI:
+            n_low = self.audio_samples * self.low_rate // self.source_rate
+            cond = self.lowfi(conditioning.fft_resample(audio[..., None], n_low), self.length)
+            if train:
+                cond, _ = conditioning.augment(cond, jax.random.fold_in(rng, 1), **aug)
+            cond = self.pad(cond)
+        elif self.stage == "vocoder":
+            bottom = self.mel(audio)
+            if train:
+                bottom, _ = conditioning.augment(bottom, jax.random.fold_in(rng, 1), **aug)
+        return cond, bottom
 
     # -- BaseModel ---------------------------------------------------------------
     def batch_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
@@ -90,23 +187,16 @@ class Noise2MusicModel(BaseModel):
 
     def _inputs(self, batch, rng, train: bool):
         b = batch["audio"].shape[0]
-        x = conditioning.fft_resample(batch["audio"][..., None], self.length)
-        cond = None
-        if self.stage == "cascader":
-            low = conditioning.fft_resample(batch["audio"][..., None], self.length * self.low_rate // self.rate)
-            cond = conditioning.fft_upsample(low, self.rate // self.low_rate)
-            if train:
-                cond, _ = conditioning.augment(cond, jax.random.fold_in(rng, 1), self.schedule, self.cond_t_max,
-                                               blur="1d", blur_sigma=self.cond_blur_sigma,
-                                               blur_size=self.cond_blur_size)
+        x = self.pad(self.target(batch["audio"]))
+        cond, bottom = self._conditioning(batch["audio"], rng, train)
         drop = (jax.random.uniform(jax.random.fold_in(rng, 2), (b,)) < self.text_drop).astype(jnp.int32) \
-            if train else jnp.zeros((b,), jnp.int32)
-        return x, cond, drop
+            if train and self.has_text else jnp.zeros((b,), jnp.int32)
+        return x, cond, bottom, drop
 
     def init_params(self, rng, batch):
-        x, cond, drop = self._inputs(batch, rng, train=False)
+        x, cond, bottom, drop = self._inputs(batch, rng, train=False)
         return self.net.init(rng, x, jnp.zeros((x.shape[0],)), batch["text_tokens"], batch["text_mask"], drop,
-                             cond)["params"]
+                             cond, bottom)["params"]
 
     def loss(self, params, batch, rng):
         return self._loss(params, batch, rng, train=True)
@@ -116,14 +206,23 @@ class Noise2MusicModel(BaseModel):
         return {"loss": loss, **metrics}
 
     def _loss(self, params, batch, rng, train: bool):
-        x, cond, drop = self._inputs(batch, rng, train)
+        x, cond, bottom, drop = self._inputs(batch, rng, train)
         b = x.shape[0]
         t = jax.random.uniform(jax.random.fold_in(rng, 3), (b,))
         eps = jax.random.normal(jax.random.fold_in(rng, 4), x.shape)
         x_t = diffusion.q_sample(self.schedule, x, t, eps)
-        pred = self.net.apply({"params": params}, x_t, t, batch["text_tokens"], batch["text_mask"], drop, cond)
-        per = diffusion.diffusion_loss(self.schedule, pred, x, eps, t, self.parameterization, self.weighting)
+        pred = self.net.apply({"params": params}, x_t, t, batch["text_tokens"], batch["text_mask"], drop, cond, bottom)
+        valid = (jnp.arange(x.shape[1]) < self.length).astype(jnp.float32)
+        per = diffusion.diffusion_loss(self.schedule, pred, x, eps, t, self.parameterization, self.weighting,
+                                       mask=None if self.padded == self.length else valid)
         low_t = (t < 0.5).astype(jnp.float32)
         metrics = {"loss_t_below_half": jnp.sum(per * low_t) / jnp.maximum(low_t.sum(), 1.0),
                    "text_dropped": drop.astype(jnp.float32).mean(), "target_rms": jnp.sqrt(jnp.mean(x * x))}
         return per.mean(), metrics
+
+    # -- inference (noise2music.sampling) ----------------------------------------------
+    def encode_text(self, params, tokens, mask):
+        return self.net.apply({"params": params}, tokens, mask, method=_Net.encode)
+
+    def denoise(self, params, x_t, t, emb, mask, drop, cond=None, bottom=None):
+        return self.net.apply({"params": params}, x_t, t, emb, mask, drop, cond, bottom, method=_Net.denoise)

@@ -12,7 +12,8 @@ Layout, with C_i = base * multipliers[i] and L_i = L / (S_0 ... S_i):
   and one matmul), then `blocks[i]` residual blocks of width C_i, then (where flagged)
   self-attention and cross-attention to the text tokens, each followed by a residual MLP of hidden
   size 2 C_i; the depth's output is kept for the skip;
-* the bottom: an aligned input (the vocoder's spectrogram) is added here (`bottom`);
+* the bottom: an aligned input (the vocoder's spectrogram, [B, L / prod(strides), C_b]) is
+  projected by a kernel-3 conv to C_last and added here (`bottom`);
 * depth i, up (mirrored): + the depth's down output (**additive** skips), the same blocks and
   attention, then the transposed strided conv C_i -> C_{i-1};
 * + the entry activation, exit conv (kernel 3) -> out_channels.
@@ -181,11 +182,11 @@ class UNet1D(nn.Module):
     @nn.compact
     def __call__(self, x, t, *, text=None, text_mask=None, drop_text=None, cond=None, bottom=None):
         """x: [B, L, C] (noisy input); t: [B]; text: [B, T, D] token embeddings; cond: [B, L, Cc]
-        low-fi conditioning stacked as channels; bottom: [B, L / prod(strides), C_last] added at the
+        low-fi conditioning stacked as channels; bottom: [B, L / prod(strides), C_b] projected and added at the
         bottom of the U.  -> [B, L, out_channels]."""
         if x.shape[1] % self.downsampling:
             raise ValueError(f"UNet1D: length {x.shape[1]} is not a multiple of prod(strides) = {self.downsampling} "
-                             f"(pad or crop the input; see configs/noise2music/README)")
+                             f"(pad or crop the input: Noise2MusicModel pads and masks, see noise2music/model.py)")
         if any(self.cross_attention) and text is None:
             raise ValueError("UNet1D: cross-attention is configured but no `text` was given")
         temb = timestep_embedding(t, self.base)
@@ -215,9 +216,11 @@ class UNet1D(nn.Module):
             h = level(h, i, "down")
             skips.append(h)
         if bottom is not None:
-            if bottom.shape != h.shape:
-                raise ValueError(f"UNet1D: `bottom` must be {h.shape} (the bottom of the U), got {bottom.shape}")
-            h = h + bottom.astype(h.dtype)
+            if bottom.shape[:2] != h.shape[:2]:
+                raise ValueError(f"UNet1D: `bottom` must be [{h.shape[0]}, {h.shape[1]}, channels] (aligned with the "
+                                 f"bottom of the U: length / prod(strides)), got {bottom.shape}")
+            h = h + _constrain(Conv(h.shape[-1], 3, dtype=self.dtype, axes=(None, None, "conv_out"),
+                                    name="bottom_in")(bottom.astype(h.dtype)))
         for i in reversed(range(len(self.strides))):
             h = level(h + skips[i], i, "up")
             out_width = widths[i - 1] if i else self.base
