@@ -11,7 +11,8 @@ the SoundFonts found (FluidR3_GM, MuseScore_General_Lite, TimGM6mb, or `--soundf
 
 Output in --out: `audio/<clip>.wav` (16 kHz mono; `audio_24000/` etc. for other rates), `midi/<clip>.mid`,
 `manifest.jsonl` (one row per clip: metadata, weak texts with filter marks, ground-truth tags,
-split), `records/<split>-*.tfrecord` (what the seqio tasks read), `report.json` (counts, hours,
+split), `records/<split>-*.tfrecord` (what the seqio tasks read; `records_24000/` etc. at the other
+rates, for super-resolution), `report.json` (counts, hours,
 timings, every skipped work with its reason) and `corpus.json` (written last: the corpus is
 complete). Deterministic for a seed; splits are by work (a hash of the work id), so a piece is
 never in both train and test, whatever the preset. An interrupted build resumes: finished clips
@@ -209,14 +210,14 @@ def check_disk_space(out: str, clip_seconds: float, to_render: int, total: int, 
                      write_records: bool) -> None:
     """Fails before any work when the output disk clearly cannot hold the corpus (a full disk mid-way
     loses nothing, as the build resumes, but wastes the hours before it).  The estimate is an upper
-    bound (every clip at full length plus a 1 s render tail, PCM16 wav per rate, one 16 kHz copy in the
-    records); below 75% of it is an error, below 100% a warning."""
+    bound (every clip at full length plus a 1 s render tail, PCM16 wav per rate, one copy per rate in
+    the records); below 75% of it is an error, below 100% a warning."""
     per_second = 2 * sum(sample_rates)
     need = to_render * (clip_seconds + 1) * per_second
     if write_records:
         rec_dir = os.path.join(out, "records")
         have = sum(os.path.getsize(os.path.join(rec_dir, f)) for f in os.listdir(rec_dir)) if os.path.isdir(rec_dir) else 0
-        need += max(0.0, total * (clip_seconds + 1) * 2 * 16000 - have)
+        need += max(0.0, total * (clip_seconds + 1) * per_second - have)
     free = shutil.disk_usage(out).free
     msg = (f"{out}: this build needs up to {need / 1e9:.1f} GB ({to_render} clips to render"
            f"{' + TFRecords' if write_records else ''}), and {free / 1e9:.1f} GB is free")
@@ -281,8 +282,10 @@ def build(preset: str, out: str, *, seed: int = 0, sample_rates=(16000,), midi_d
         for r in ok:
             f.write(json.dumps(r) + "\n")
     os.replace(tmp, os.path.join(out, "manifest.jsonl"))
-    rec = records.write_corpus_records(
-        out, ok, sample_rate=16000, progress=progress, per_shard=records_per_shard) if write_records else {}
+    rec = {}
+    for sr in (sample_rates if write_records else ()):   # records/ (16 kHz) and records_<rate>/ for the others
+        info = records.write_corpus_records(out, ok, sample_rate=sr, progress=progress, per_shard=records_per_shard)
+        rec.update(info) if sr == 16000 else rec.update({str(sr): info})
     long_total = sum(len(r["text_ok"]["long"]) for r in ok)
     long_kept = sum(sum(r["text_ok"]["long"]) for r in ok)
     report = dict(

@@ -96,10 +96,15 @@ def _write_shards(out_dir: str, split: str, items: list, per_shard: int, to_exam
     return n, written
 
 
+def records_dir_name(sample_rate: int) -> str:
+    """`records` for the reference 16 kHz, `records_<rate>` for any other rate."""
+    return "records" if int(sample_rate) == 16000 else f"records_{int(sample_rate)}"
+
+
 def write_corpus_records(corpus_dir: str, rows: list[dict], *, sample_rate: int = 16000, per_shard: int = 32,
                          progress: bool = True) -> dict:
-    """The corpus builder's manifest rows -> `records/{train,test}-*.tfrecord`."""
-    out_dir = os.path.join(corpus_dir, "records")
+    """The corpus builder's manifest rows -> `records[_<rate>]/{train,test}-*.tfrecord`."""
+    out_dir = os.path.join(corpus_dir, records_dir_name(sample_rate))
     failures, info = [], {}
 
     def to_example(r):

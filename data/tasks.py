@@ -16,7 +16,8 @@ resolved when a dataset is built, not at import):
 Noise2Music on pseudo-labels (SPEC §3; the folder of `python -m data.pseudo_labels` is the gin
 macro `PSEUDO_LABELS_DIR`, bound in configs/datasets/pseudo_labels.gin):
 
-* `n2m_pseudo_labels`: train split; a random crop of `n2m_crop.seconds` at 16 kHz; the clip's
+* `n2m_pseudo_labels`: train split; a random crop of `n2m_crop.seconds` at `n2m_crop.sample_rate`
+  (16 kHz; 24 kHz reads the corpus's `records_24000/`); the clip's
   MuLan pseudo-labels matched inline (`preprocessors.MatchPseudoLabels`: exact top-K of the
   in-memory bank, K' drawn by inverse selection frequency) and one text option per clip per step
   (`choose_pseudo_label_text`); features `audio`, `text_tokens`, and `text`, `clip_id`.
@@ -44,14 +45,25 @@ TEXT_VOCAB = BertWordPieceVocabulary()  # path from gin `bert_vocab_path.path` (
 
 
 class _CorpusPatterns(Mapping):
-    """split -> record file pattern under the current `CORPUS_DIR`, looked up when read."""
+    """split -> record file pattern under the current `CORPUS_DIR`, looked up when read: the 16 kHz
+    records (`records/`), or those at `rate()` Hz (`records_<rate>/`, written when the corpus was
+    built with that rate in `--sample_rates`)."""
 
     SPLITS = ("train", "test")
+
+    def __init__(self, rate=lambda: MODEL_RATE):
+        self.rate = rate
 
     def __getitem__(self, split):
         if split not in self.SPLITS:
             raise KeyError(split)
-        return os.path.join(paths.corpus_dir(), "records", f"{split}-*.tfrecord")
+        root, rate = paths.corpus_dir(), self.rate()
+        sub = records.records_dir_name(rate)
+        if not os.path.isdir(os.path.join(root, sub)):
+            raise FileNotFoundError(f"{root}/{sub}: the corpus has no records at {rate} Hz (wanted by "
+                                    f"data.tasks.n2m_crop.sample_rate); rebuild it with "
+                                    f"`python -m data.build_corpus ... --sample_rates=16000,{rate}`")
+        return os.path.join(root, sub, f"{split}-*.tfrecord")
 
     def __iter__(self):
         return iter(self.SPLITS)
@@ -60,8 +72,8 @@ class _CorpusPatterns(Mapping):
         return len(self.SPLITS)
 
 
-def corpus_source() -> seqio.TFExampleDataSource:
-    return seqio.TFExampleDataSource(_CorpusPatterns(), feature_description=records.feature_spec())
+def corpus_source(rate=lambda: MODEL_RATE) -> seqio.TFExampleDataSource:
+    return seqio.TFExampleDataSource(_CorpusPatterns(rate), feature_description=records.feature_spec())
 
 
 @gin.configurable
@@ -88,12 +100,12 @@ MULAN_FEATURES = {
 }
 
 
-def _register_audio_text(name: str, crop, choose: list, keys: list[str]):
+def _register_audio_text(name: str, crop, choose: list, keys: list[str], rate=lambda: MODEL_RATE):
     """A train task on the corpus: crop, one text per clip per step, WordPiece tokens."""
     seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(
         name,
-        source=corpus_source(),
+        source=corpus_source(rate),
         preprocessors=[
             preprocessors.densify_dataset,
             crop,
@@ -135,9 +147,10 @@ seqio.TaskRegistry.add(
 # -- Noise2Music: pseudo-labels and weak text ---------------------------------------------------
 
 @gin.configurable
-def n2m_crop(seconds: float = 10.0):
-    """The audio crop of the Noise2Music tasks (seconds at 16 kHz)."""
-    return float(seconds)
+def n2m_crop(seconds: float = 10.0, sample_rate: int = MODEL_RATE):
+    """The audio crop of the Noise2Music tasks: (seconds, sample rate).  Super-resolution reads the
+    corpus's 24 kHz records (`sample_rate = 24000`)."""
+    return float(seconds), int(sample_rate)
 
 
 @gin.configurable
@@ -150,14 +163,15 @@ class _LazyRandomCrop:
     __name__ = "random_crop(n2m_crop)"
 
     def __call__(self, dataset):
-        return preprocessors.random_crop(n2m_crop(), MODEL_RATE)(dataset)
+        seconds, rate = n2m_crop()
+        return preprocessors.random_crop(seconds, rate)(dataset)
 
 
 _N2M_KEYS = ["audio", "text_tokens", "text", "clip_id"]
 
 
 def _register_n2m(name: str, choose: list):
-    _register_audio_text(name, _LazyRandomCrop(), choose, _N2M_KEYS)
+    _register_audio_text(name, _LazyRandomCrop(), choose, _N2M_KEYS, rate=lambda: n2m_crop()[1])
 
 
 _register_n2m("n2m_pseudo_labels", [preprocessors.MatchPseudoLabels(), preprocessors.choose_pseudo_label_text()])

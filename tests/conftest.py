@@ -20,7 +20,8 @@ def _clear_gin():
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """The `tiny` corpus preset (18 clips of real rendered music, a third held out), plus one
-    broken user MIDI file that must be skipped and reported.  Built once per session (~20 s).
+    broken user MIDI file that must be skipped and reported; audio and records at 16 and 24 kHz.
+    Built once per session (~30 s).
 
     Returns (corpus dir, build report, manifest rows)."""
     import json
@@ -31,6 +32,7 @@ def tiny_corpus(tmp_path_factory):
     midi_dir = tmp_path_factory.mktemp("user_midi")
     (midi_dir / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06 this is not a MIDI file")
     report = build_corpus.build("tiny", out, seed=0, workers=2, test_fraction=0.35, midi_dirs=[str(midi_dir)],
+                                sample_rates=(16000, 24000),
                                 records_per_shard=4, progress=False)
     rows = [json.loads(line) for line in open(os.path.join(out, "manifest.jsonl"))]
     return out, report, rows

@@ -91,6 +91,36 @@ def test_mulan_task_reads_the_corpus(corpus):
     assert not np.array_equal(other["audio"], b["audio"])
 
 
+def test_n2m_task_reads_the_24khz_records_for_super_resolution(corpus, tmp_path):
+    """`n2m_crop.sample_rate = 24000` reads `records_24000/` (3.2 s = 76,800 samples, the same clips
+    as the 16 kHz records); a corpus built without that rate is named with the fix."""
+    import gin
+    import seqio
+
+    import data.tasks  # noqa: F401
+    from data.feature_converters import MulanFeatureConverter
+
+    out, _, rows = corpus
+    assert os.path.isdir(os.path.join(out, "records_24000")) and "24000" in rows[0]["audio"]
+    gin.bind_parameter("data.paths.corpus_dir.path", out)
+    gin.bind_parameter("data.tasks.n2m_crop.seconds", 3.2)
+    gin.bind_parameter("data.tasks.n2m_crop.sample_rate", 24000)
+    ds = seqio.get_dataset("n2m_weak_text", task_feature_lengths={"audio": 76800, "text_tokens": 16},
+                           dataset_split="train", shuffle=False, feature_converter=MulanFeatureConverter())
+    b = next(ds.batch(2).as_numpy_iterator())
+    assert b["audio"].shape == (2, 76800) and np.abs(b["audio"]).max() > 0.01
+    # The 24 kHz clip has energy above 8 kHz only if rendered at 24 kHz (not resampled from 16 kHz).
+    spec = np.abs(np.fft.rfft(b["audio"], axis=1))
+    hi = spec[:, int(8200 / 12000 * spec.shape[1]):].sum(1) / spec.sum(1)
+    assert (hi > 1e-4).all(), hi
+    bare = tmp_path / "bare"
+    shutil.copytree(out, bare, ignore=shutil.ignore_patterns("records_24000", "audio", "midi"))
+    gin.bind_parameter("data.paths.corpus_dir.path", str(bare))
+    with pytest.raises(FileNotFoundError, match="records_24000.*--sample_rates=16000,24000"):
+        seqio.get_dataset("n2m_weak_text", task_feature_lengths={"audio": 76800, "text_tokens": 16},
+                          dataset_split="train", shuffle=False, feature_converter=MulanFeatureConverter())
+
+
 def test_mulan_eval_task_has_tags_of_held_out_works(corpus):
     import seqio
 

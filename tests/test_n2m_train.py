@@ -1,10 +1,12 @@
-"""The Noise2Music training binary on the tiny real corpus: a few sharded steps of the tiny
-generator through seqio, with EMA and finite, logged losses; and the cascader's config."""
+"""Noise2Music training on the tiny real corpus: the binary runs a few sharded steps of the tiny
+generator through seqio (EMA, finite logged losses); every stage's tiny config trains the same
+under FSDP x tensor sharding as on one device."""
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests import helpers
 
@@ -29,21 +31,81 @@ def test_tiny_generator_trains_through_the_binary(tiny_corpus, tmp_path):
     assert "Noise2MusicModel.stage = 'generator'" in cfg and "n2m_weak_text" in cfg
 
 
-def test_tiny_configs_build_their_stage(tmp_path):
-    """Both tiny configs parse and build their model; the cascader's crop matches its length."""
+TINY = {  # config -> (stage, length of x, records rate)
+    "tiny_generator": ("generator", 32000, 16000),
+    "tiny_cascader": ("cascader", 51200, 16000),
+    "tiny_super_resolution": ("super_resolution", 76800, 24000),
+    "tiny_spectrogram_generator": ("spectrogram_generator", 1000, 16000),
+    "tiny_vocoder": ("vocoder", 51200, 16000),
+}
+
+
+def _parse(config, model_dir):
     import gin
-    import jax
 
     from trainer import flags, main as trainer_main
     from noise2music.train import CONFIGURABLES
 
     trainer_main.import_configurables(CONFIGURABLES)
-    for config, stage, length in (("noise2music/tiny_generator.gin", "generator", 32000),
-                                  ("noise2music/tiny_cascader.gin", "cascader", 51200)):
-        gin.clear_config()
-        flags.parse_and_apply([f"--gin_file={config}", f"--model_dir={tmp_path}"], "")
-        model = gin.query_parameter("train.model").scoped_configurable_fn()
-        assert model.stage == stage and model.length == length
-        assert gin.query_parameter("n2m_crop.seconds") * 16000 == model.audio_samples
-        params = jax.eval_shape(lambda: model.init_params(jax.random.PRNGKey(0), model.dummy_batch(2)))
-        assert "text_encoder" in params and "unet" in params
+    gin.clear_config()
+    flags.parse_and_apply([f"--gin_file=noise2music/{config}.gin", f"--model_dir={model_dir}"], "")
+    return gin.query_parameter("train.model").scoped_configurable_fn()
+
+
+def _real_batch(rows, corpus_dir, n, samples, rate, text_length, seed=0):
+    """n crops of the tiny corpus's rendered audio at `rate` (the stage's source) and random tokens."""
+    from data.audio import load_audio
+
+    rng = np.random.default_rng(seed)
+    audio = []
+    for r in rows[:n]:
+        x, _ = load_audio(os.path.join(corpus_dir, r["audio"][str(rate)]), rate)
+        start = rng.integers(0, max(len(x) - samples, 0) + 1)
+        audio.append(np.pad(x[start:start + samples], (0, max(0, samples - len(x[start:])))))
+    return {"audio": np.stack(audio).astype(np.float32),
+            "text_tokens": rng.integers(1000, 30000, size=(n, text_length)).astype(np.int32),
+            "text_mask": np.ones((n, text_length), np.int32)}
+
+
+@pytest.mark.parametrize("config", list(TINY))
+def test_tiny_stage_trains_the_same_sharded_fsdp_x_tensor_as_on_one_device(config, tiny_corpus, tmp_path):
+    """Each stage's tiny config: its model, two Adam steps on real rendered audio, sharded over a
+    4 x 2 FSDP x tensor mesh == on one device (loss, grad norm, params and EMA)."""
+    import gin
+    import jax
+
+    from trainer import optimizers
+    from trainer.partitioning import FSDP_TENSOR_RULES, Partitioner
+    from trainer.train import make_train_step
+    from trainer.train_state import make_state_factory
+
+    corpus_dir, _, rows = tiny_corpus
+    stage, length, rate = TINY[config]
+    model = _parse(config, tmp_path)
+    assert model.stage == stage and model.length == length and model.source_rate == rate
+    seconds, crop_rate = gin.query_parameter("n2m_crop.seconds"), gin.query_parameter("n2m_crop.sample_rate") \
+        if rate != 16000 else 16000
+    assert round(seconds * crop_rate) == model.audio_samples
+    batch = _real_batch(rows, corpus_dir, 8, model.audio_samples, rate, model.text_length)
+
+    def two_steps(partitioner):
+        opt = optimizers.adam(1e-3)
+        factory = make_state_factory(model, opt, partitioner, batch_size=8, ema=True)
+        state = factory.init(0)
+        step = jax.jit(make_train_step(model, opt, 0.9, None), in_shardings=(factory.shardings, None),
+                       out_shardings=(factory.shardings, None), donate_argnums=(0,))
+        losses = []
+        with partitioner.activate():
+            for _ in range(2):
+                state, m = step(state, partitioner.make_global_batch(batch, 8))
+                losses.append(float(m["loss"]))
+        return losses, jax.device_get(state)
+
+    l8, s8 = two_steps(Partitioner(mesh_shape=(1, 4, 2), logical_axis_rules=FSDP_TENSOR_RULES))
+    l1, s1 = two_steps(Partitioner(mesh_shape=(1, 1, 1), logical_axis_rules=FSDP_TENSOR_RULES,
+                                   devices=jax.devices()[:1]))
+    assert all(np.isfinite(l8)) and l8[0] > 0
+    np.testing.assert_allclose(l8, l1, rtol=2e-4)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5), s8.params, s1.params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5), s8.ema_params, s1.ema_params)
+    assert ("text_encoder" in s8.params) == (stage in ("generator", "cascader", "spectrogram_generator"))
