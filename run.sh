@@ -59,13 +59,25 @@ case "$cmd" in
     # the tiny MuLan on it and evaluates it on the held-out works; then pseudo-labels the corpus:
     # a caption bank written for the train split's works (midicap + templates), MuLan embeddings,
     # the exact top-10 / inverse-frequency draw for every clip, and the audit of label noise and bias.
+    # Last, Noise2Music on those pseudo-labels: the tiny waveform generator (text -> 3.2 kHz) and
+    # cascader (-> 16 kHz) are trained, and the cascade samples the demo prompts (WAV + PNG).
     MODEL_DIR="${MODEL_DIR:-runs/mulan_tiny}"
+    N2M_DIR="${N2M_DIR:-runs/n2m_tiny}"
     "$VENV/bin/python" -m mulan.train --gin_file=mulan/tiny_cpu.gin --model_dir="$MODEL_DIR" "$@"
     "$VENV/bin/python" -m mulan.evaluate --model_dir="$MODEL_DIR"
     "$VENV/bin/python" -m data.captions --out="$MODEL_DIR/caption_bank"
     "$VENV/bin/python" -m data.pseudo_labels --model_dir="$MODEL_DIR" --bank="$MODEL_DIR/caption_bank" \
       --out="$MODEL_DIR/pseudo_labels"
-    exec "$VENV/bin/python" -m data.audit_pseudo_labels --labels="$MODEL_DIR/pseudo_labels"
+    "$VENV/bin/python" -m data.audit_pseudo_labels --labels="$MODEL_DIR/pseudo_labels"
+    labels="$(cd "$MODEL_DIR/pseudo_labels" && pwd)"
+    task=(--gin_file=datasets/pseudo_labels.gin --gin.TASK="'n2m_pseudo_labels'" --gin.PSEUDO_LABELS_DIR="'$labels'")
+    "$VENV/bin/python" -m noise2music.train --gin_file=noise2music/tiny_generator.gin "${task[@]}" \
+      --model_dir="$N2M_DIR/generator"
+    "$VENV/bin/python" -m noise2music.train --gin_file=noise2music/tiny_cascader.gin "${task[@]}" \
+      --model_dir="$N2M_DIR/cascader"
+    exec "$VENV/bin/python" -m noise2music.sample --prompts=configs/noise2music/demo_prompts.txt \
+      --out="$N2M_DIR/samples" --generator="$N2M_DIR/generator" --cascader="$N2M_DIR/cascader" \
+      --generator_steps=uniform:100 --cascader_steps=uniform:50
     ;;
   setup)
     setup

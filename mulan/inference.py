@@ -12,60 +12,25 @@ rules); a short final batch is padded and the padding dropped.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Callable, Iterable, Sequence
 
-import flax.linen as nn
-import gin
 import jax
 import numpy as np
 
 from mulan.model import MulanModel, l2_normalize, windows
-from trainer import checkpoints as ckpt_lib
+from trainer import model_dir as model_dir_lib
+from trainer.model_dir import ModelDirError, latest_step  # noqa: F401 -- re-exported
 from trainer.partitioning import Partitioner
 
 log = logging.getLogger(__name__)
 
 
-class ModelDirError(ValueError):
-    """A model dir that cannot be loaded; the message names the file at fault."""
-
-
-def latest_step(model_dir: str) -> int | None:
-    d = os.path.join(model_dir, "checkpoints")
-    if not os.path.isdir(d):
-        return None
-    steps = [int(n) for n in os.listdir(d) if n.isdigit() and os.path.isdir(os.path.join(d, n, "state"))]
-    return max(steps) if steps else None
-
-
 def model_from_config(config_path: str, bindings: Sequence[str] = ()) -> tuple[MulanModel, object]:
     """Parses a run's `config.gin` and builds its model; returns (model, logical axis rules)."""
-    from trainer import main as trainer_main
     from mulan.train import CONFIGURABLES
 
-    trainer_main.import_configurables(CONFIGURABLES)
-    gin.clear_config()
-    try:
-        gin.parse_config_files_and_bindings([config_path], list(bindings))
-        model = gin.query_parameter("train.model").scoped_configurable_fn()
-    except Exception as e:  # gin raises ValueError/KeyError with the binding at fault.
-        raise ModelDirError(f"{config_path}: cannot rebuild the model ({type(e).__name__}: {e}).") from e
-    try:
-        rules = gin.query_parameter("Partitioner.logical_axis_rules")
-    except ValueError:
-        rules = None
-    if not isinstance(model, MulanModel):
-        raise ModelDirError(f"{config_path}: train.model is {type(model).__name__}, not a MulanModel.")
+    model, rules, _ = model_dir_lib.model_from_config(config_path, CONFIGURABLES, MulanModel, bindings)
     return model, rules
-
-
-def _has_ema() -> bool:
-    """Whether the parsed run config kept EMA parameters."""
-    try:
-        return gin.query_parameter("train.ema_decay") is not None
-    except ValueError:
-        return False
 
 
 class Encoder:
@@ -84,28 +49,11 @@ class Encoder:
     @classmethod
     def from_model_dir(cls, model_dir: str, step: int | None = None, use_ema: bool = True,
                        batch_size: int = 32, bindings: Sequence[str] = ()) -> "Encoder":
-        model_dir = os.path.abspath(model_dir)
-        config = os.path.join(model_dir, "config.gin")
-        if not os.path.exists(config):
-            raise ModelDirError(f"{config}: missing (is --model_dir a MuLan training run's directory?).")
-        step = latest_step(model_dir) if step is None else step
-        if step is None:
-            raise ModelDirError(f"{model_dir}/checkpoints: no complete checkpoint to load.")
-        model, rules = model_from_config(config, bindings)
-        partitioner = Partitioner(mesh_shape=(1, -1, 1), **({"logical_axis_rules": rules} if rules else {}))
-        with partitioner.activate():
-            boxed = jax.eval_shape(lambda r: model.init_params(r, model.dummy_batch(1)), jax.random.PRNGKey(0))
-        shardings = partitioner.logical_to_sharding(nn.get_partition_spec(boxed))
-        abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                nn.meta.unbox(boxed), shardings)
-        step_dir = os.path.join(model_dir, "checkpoints", str(step))
-        restored, which = None, "params"
-        if use_ema and _has_ema():
-            restored, which = ckpt_lib.restore_params(step_dir, abstract, key="ema_params"), "EMA params"
-        if restored is None:
-            restored = ckpt_lib.restore_params(step_dir, abstract, key="params")
-        log.info("loaded %s step %d (%s)", model_dir, step, which)
-        return cls(model, restored, partitioner, batch_size, step, model_dir)
+        from mulan.train import CONFIGURABLES
+
+        run = model_dir_lib.load(model_dir, modules=CONFIGURABLES, expect=MulanModel, step=step, use_ema=use_ema,
+                                 bindings=bindings)
+        return cls(run.model, run.params, run.partitioner, batch_size, run.step, run.model_dir)
 
     # -- batching ------------------------------------------------------------------
     def _batched(self, fn: Callable, arrays: list[np.ndarray], progress: Callable[[int], None] | None):

@@ -13,6 +13,7 @@ and inside `lax.scan` of the sampler.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Sequence
 
 import jax
@@ -117,21 +118,25 @@ PRESETS = {
 
 
 def step_sizes(spec: str | Sequence[float]) -> np.ndarray:
-    """Step sizes from t = 0 upwards, summing to 1. `spec`: a list of sizes, a preset name
-    ('generator', 'cascader', 'vocoder'), 'uniform:N', or 'back_heavy:PRESET' (the preset reversed:
-    many small steps near t = 1)."""
+    """Step sizes from t = 0 upwards, summing to 1. `spec`: a list of sizes (or a comma-separated
+    string of them), a preset name ('generator', 'cascader', 'vocoder'), 'uniform:N', or
+    'back_heavy:SPEC' (SPEC reversed: many small steps near t = 1)."""
     if not isinstance(spec, str):
         sizes = np.asarray(spec, np.float64)
     elif spec.startswith("uniform:"):
-        n = int(spec.split(":", 1)[1])
-        sizes = np.full(n, 1.0 / n)
+        n = spec.split(":", 1)[1]
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError(f"step schedule {spec!r}: 'uniform:N' needs a whole number of steps N >= 1")
+        sizes = np.full(int(n), 1.0 / int(n))
     elif spec.startswith("back_heavy:"):
         sizes = step_sizes(spec.split(":", 1)[1])[::-1]
     elif spec in PRESETS:
         sizes = np.concatenate([np.full(n, span / n) for n, span in PRESETS[spec]])
+    elif re.fullmatch(r"[0-9.eE+\-]+(,[0-9.eE+\-]+)*,?", spec.strip()):
+        sizes = np.asarray([float(v) for v in spec.split(",") if v.strip()], np.float64)
     else:
-        raise ValueError(f"step schedule {spec!r}: a list of sizes, one of {sorted(PRESETS)}, 'uniform:N' or "
-                         f"'back_heavy:NAME'")
+        raise ValueError(f"step schedule {spec!r}: comma-separated sizes, one of {sorted(PRESETS)}, 'uniform:N' or "
+                         f"'back_heavy:SPEC'")
     if sizes.ndim != 1 or not len(sizes) or np.any(sizes <= 0) or abs(sizes.sum() - 1.0) > 1e-6:
         raise ValueError(f"step schedule {spec if isinstance(spec, str) else 'list'}: sizes must be positive "
                          f"and sum to 1 (sum {sizes.sum():.6g}, {len(sizes)} steps)")
@@ -161,21 +166,38 @@ def guided(pred_cond, pred_uncond, w: float):
     return w * pred_cond + (1.0 - w) * pred_uncond
 
 
-def ancestral_step(sched: Schedule, x_t, t, s, eps_hat, x0_hat, key, gamma: float):
+def ancestral_step(sched: Schedule, x_t, t, s, eps_hat, x0_hat, key, gamma: float, z=None):
     """One step t -> s < t.  gamma = 1 is DDPM's ancestral step (the posterior variance), gamma = 0
-    the deterministic DDIM step; in between interpolates the noise scale."""
+    the deterministic DDIM step; in between interpolates the noise scale.  The noise is `z`, or
+    drawn from `key`."""
     a_t, s_t = sched.alpha_sigma(t)
     a_s, s_s = sched.alpha_sigma(s)
     var = jnp.square(s_s / s_t) * (1.0 - jnp.square(a_t / a_s))
     std = gamma * jnp.sqrt(jnp.clip(var, 0.0))
     dir_scale = jnp.sqrt(jnp.clip(jnp.square(s_s) - jnp.square(std), 0.0))
-    z = jax.random.normal(key, x_t.shape, x_t.dtype)
+    if z is None:
+        z = jax.random.normal(key, x_t.shape, x_t.dtype)
     return a_s * x0_hat + dir_scale * eps_hat + std * z
+
+
+def denoise_step(sched: Schedule, pred, x, t, s, z, gamma: float = 0.0, clip: str | None = None,
+                 parameterization: str = "eps"):
+    """One sampler step t -> s from the model's (guided) prediction at x_t, with noise z ~ N(0, I)
+    of x's shape.  t, s: scalars.  `clip`: None, 'static' (x0 in [-1, 1]) or 'dynamic' (Imagen);
+    eps is re-derived from the clipped x0.  At s = 0 the step returns x0_hat."""
+    tb = jnp.full((x.shape[0],), t)
+    eps, x0 = to_eps_x0(sched, pred, x, tb, parameterization)
+    if clip is not None:
+        x0 = dynamic_clip(x0) if clip == "dynamic" else jnp.clip(x0, -1.0, 1.0)
+        a, sg = sched.alpha_sigma(t)
+        eps = (x - a * x0) / sg
+    x_s = ancestral_step(sched, x, t, jnp.maximum(s, 1e-6), eps, x0, None, gamma, z=z)
+    return jnp.where(s > 0, x_s, x0)
 
 
 def sample(denoise: Callable, shape, key, sched: Schedule, times, gamma: float = 0.0, clip: str | None = None,
            parameterization: str = "eps"):
-    """Ancestral sampling from x_1 ~ N(0, I) along `times` (1 -> 0).
+    """Ancestral sampling from x_1 ~ N(0, I) along `times` (1 -> 0), in one `lax.scan`.
 
     denoise(x_t [shape], t [B]) -> the model's (already guided) prediction.  `clip`: None,
     'static' (x0 in [-1, 1]) or 'dynamic' (Imagen).  The final step returns x0_hat."""
@@ -186,14 +208,9 @@ def sample(denoise: Callable, shape, key, sched: Schedule, times, gamma: float =
 
     def body(x, inp):
         t, s, k = inp
-        tb = jnp.full((b,), t)
-        eps, x0 = to_eps_x0(sched, denoise(x, tb), x, tb, parameterization)
-        if clip is not None:
-            x0 = dynamic_clip(x0) if clip == "dynamic" else jnp.clip(x0, -1.0, 1.0)
-            a, sg = sched.alpha_sigma(t)
-            eps = (x - a * x0) / sg
-        x_next = jnp.where(s > 0, ancestral_step(sched, x, t, jnp.maximum(s, 1e-6), eps, x0, k, gamma), x0)
-        return x_next, None
+        pred = denoise(x, jnp.full((b,), t))
+        z = jax.random.normal(k, x.shape, x.dtype)
+        return denoise_step(sched, pred, x, t, s, z, gamma, clip, parameterization), None
 
     keys = jax.random.split(key, times.shape[0] - 1)
     x, _ = jax.lax.scan(body, x, (times[:-1], times[1:], keys))

@@ -87,6 +87,8 @@ class Noise2MusicModel(BaseModel):
       cond_t_max / cond_blur / cond_blur_sigma / cond_blur_size: conditioning augmentation (blur
         None, '1d' or '2d').
       mel: the spectrogram representation (spectrogram generator and vocoder).
+      summary_steps / summary_examples: the quick sampler of the TensorBoard samples written every
+        `train.summary_period` steps (from the EMA params, for the first examples of the batch).
     """
 
     def __init__(self, unet: UNet1D, stage: str = "generator", source_rate: int = 16000, audio_samples: int = 160000,
@@ -94,7 +96,8 @@ class Noise2MusicModel(BaseModel):
                  text_length: int = 64, schedule: str = "cosine", parameterization: str = "eps",
                  weighting: str = "simple", text_drop: float = 0.1, cond_t_max: float = 0.5,
                  cond_blur: str | None = "1d", cond_blur_sigma: tuple[float, float] = (0.1, 5.0),
-                 cond_blur_size: int = 10, mel: MelSpec = MelSpec()):
+                 cond_blur_size: int = 10, mel: MelSpec = MelSpec(), summary_steps: str = "uniform:25",
+                 summary_examples: int = 2):
         if stage not in STAGES:
             raise ValueError(f"Noise2MusicModel.stage={stage!r}: one of {STAGES}")
         if cond_blur not in (None, "1d", "2d"):
@@ -135,6 +138,7 @@ class Noise2MusicModel(BaseModel):
         self.parameterization, self.weighting, self.text_drop = parameterization, weighting, text_drop
         self.cond_t_max, self.cond_blur = cond_t_max, cond_blur
         self.cond_blur_sigma, self.cond_blur_size = tuple(cond_blur_sigma), cond_blur_size
+        self.summary_steps, self.summary_examples = summary_steps, summary_examples
         self.net = _Net(unet, text_encoder)
 
     @property
@@ -226,3 +230,50 @@ class Noise2MusicModel(BaseModel):
 
     def denoise(self, params, x_t, t, emb, mask, drop, cond=None, bottom=None):
         return self.net.apply({"params": params}, x_t, t, emb, mask, drop, cond, bottom, method=_Net.denoise)
+
+    def sampler_inputs(self, audio):
+        """What the sampler feeds this stage, made from clips [N, T] at source_rate: the low-fi
+        audio at low_rate (cascader, super-resolution), the log-mel (vocoder), else None."""
+        if self.stage in _LOWFI:
+            n_low = audio.shape[1] * self.low_rate // self.source_rate
+            return conditioning.fft_resample(jnp.asarray(audio)[..., None], n_low)[..., 0]
+        if self.stage == "vocoder":
+            return self.mel(jnp.asarray(audio))
+        return None
+
+    def media_summaries(self, params, batch, partitioner):
+        """TensorBoard: samples of the first `summary_examples` of the batch (quick sampler, the
+        paper's guidance and gamma), their references, and log-mel images of both."""
+        import numpy as np
+
+        from noise2music import sampling
+
+        n = min(self.summary_examples, batch["audio"].shape[0])
+        host = {k: np.asarray(jax.device_get(v))[:n] for k, v in batch.items()}
+        stage = sampling.Stage(self.stage, self, params, partitioner)
+        inputs = self.sampler_inputs(host["audio"])
+        out = stage.sample(seeds=list(range(n)), tokens=(host["text_tokens"], host["text_mask"]),
+                           inputs=None if inputs is None else np.asarray(inputs),
+                           settings=sampling.StageSettings.paper(self.stage, steps=self.summary_steps))
+        ref = np.asarray(self.target(jnp.asarray(host["audio"])))
+        if self.stage == "spectrogram_generator":
+            return {"images": {"sample_mel": np.stack([self.mel.image(m) for m in out]),
+                               "reference_mel": np.stack([self.mel.image(m) for m in ref])},
+                    "texts": {"prompts": _decode(host, n)}}
+        ref = ref[..., 0]
+
+        def mel_images(x):  # log-mel of the audio at the spectrogram's 16 kHz
+            x16 = conditioning.fft_resample(jnp.asarray(x)[..., None], x.shape[1] * self.mel.sample_rate // self.rate)
+            return np.stack([self.mel.image(m) for m in np.asarray(self.mel(x16[..., 0]))])
+
+        return {"audio": {"sample": (np.clip(out, -1, 1), self.rate), "reference": (np.clip(ref, -1, 1), self.rate)},
+                "images": {"sample_mel": mel_images(out), "reference_mel": mel_images(ref)},
+                "texts": {"prompts": _decode(host, n)} if self.has_text else {}}
+
+
+def _decode(host, n) -> str:
+    from data.vocab import BertWordPieceVocabulary
+
+    v = BertWordPieceVocabulary()
+    return "\n".join(f"{i + 1}. {v.decode([t for t, m in zip(host['text_tokens'][i], host['text_mask'][i]) if m])}"
+                     for i in range(n))

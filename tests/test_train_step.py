@@ -35,5 +35,8 @@ def test_sharded_step_matches_single_device():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), s8.params, s1.params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), s8.ema_params, s1.ema_params)
     assert int(s8.step) == int(s1.step) == 1
+    # EMA with the warm-up decay min(0.9, (1 + 0) / (10 + 0)) = 0.1 at the first step.
+    jax.tree.map(lambda e, i, p: np.testing.assert_allclose(e, 0.1 * i + 0.9 * p, rtol=1e-5, atol=1e-7),
+                 s8.ema_params, init8, s8.params)
     # The step moved the params.
     assert not np.allclose(s8.params["head"]["kernel"], init8["head"]["kernel"])

@@ -42,5 +42,12 @@ class BaseModel(abc.ABC):
         del shardings
         return params
 
+    def media_summaries(self, params: Any, batch: Batch, partitioner: Any) -> dict[str, dict]:
+        """Audio and images for TensorBoard every `train.summary_period` steps, from the (EMA)
+        params and the current global batch: `{'audio': {name: ([N, T] floats in [-1, 1], rate)},
+        'images': {name: uint8 [N, H, W, 3]}, 'texts': {name: str}}`.  Default: none."""
+        del params, batch, partitioner
+        return {}
+
     def dummy_batch(self, batch_size: int) -> dict[str, jax.Array]:
         return {k: jnp.zeros(s.shape, s.dtype) for k, s in self.batch_spec(batch_size).items()}

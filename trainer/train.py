@@ -21,6 +21,7 @@ from typing import Any
 
 import gin
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -58,7 +59,11 @@ def make_train_step(model: BaseModel, optimizer: optax.GradientTransformation,
         params = optax.apply_updates(state.params, updates)
         ema = state.ema_params
         if ema is not None:
-            ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+            # The decay warms up as (1 + step) / (10 + step) (TensorFlow's num_updates rule), so a
+            # short run's EMA is not mostly its initialisation.
+            step = state.step.astype(jnp.float32)
+            decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+            ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
         out = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads),
                "param_norm": optax.tree.norm(params)}
         if lr_schedule is not None:
@@ -94,10 +99,13 @@ def train(
     random_seed: int = 0,
     ema_decay: float | None = None,
     lr_schedule: optax.Schedule | None = None,
+    summary_period: int = 0,
 ) -> dict[str, Any]:
     """Trains `model` for `train_steps` steps of global batch `batch_size`.
 
-    Resumes from the newest complete checkpoint in `model_dir/checkpoints`.
+    Resumes from the newest complete checkpoint in `model_dir/checkpoints`.  Every
+    `summary_period` steps (0 = never) the model's `media_summaries` (audio, images: Noise2Music
+    samples) are written to TensorBoard.
     Returns a summary (final step, last loss, timings, where things are).
     """
     # == 1. set-up ==========================================================
@@ -203,6 +211,21 @@ def train(
         eval_writer.write_scalars(step, sums)
         log.info("eval at step %d: %s", step, " | ".join(f"{k} {v:.4g}" for k, v in sums.items()))
 
+    def media(step: int, batch) -> None:
+        t = time.perf_counter()
+        params = state.ema_params if state.ema_params is not None else state.params
+        out = model.media_summaries(params, batch, partitioner)
+        for name, (audio, rate) in out.get("audio", {}).items():
+            writer.write_audios(step, {name: np.asarray(audio, np.float32)[..., None]}, sample_rate=int(rate))
+        if out.get("images"):
+            writer.write_images(step, {k: np.asarray(v) for k, v in out["images"].items()})
+        if out.get("texts"):
+            writer.write_texts(step, out["texts"])
+        writer.flush()
+        if out:
+            log.info("media summaries at step %d (%s) in %.1fs", step, ", ".join(
+                [*out.get("audio", {}), *out.get("images", {})]), time.perf_counter() - t)
+
     step = start_step
     try:
         while step < train_steps:
@@ -224,6 +247,8 @@ def train(
                 ckpt.save(step, state, train_iter)
             if eval_fn and step % eval_period == 0:
                 evaluate(step)
+            if summary_period and (step % summary_period == 0 or step == train_steps):
+                media(step, batch)
         flush(step)
         if status == "completed":
             ckpt.save(step, state, train_iter)
