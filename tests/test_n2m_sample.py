@@ -51,6 +51,7 @@ def test_waveform_cascade_writes_audio_spectrograms_and_settings(tiny_corpus, tm
     assert p.returncode == 0, p.stderr[-4000:]
     summary = helpers.last_json(p.stdout)
     assert summary["samples"] == 4 and summary["stages"] == {"generator": 2, "cascader": 2}
+    assert 0 < summary["mean_16k_stats"]["spectral_flatness"] <= 1 and summary["mean_16k_stats"]["rms"] > 0
     assert "truncated to the model's 32" in p.stderr and "prompt 2" in p.stderr        # over-long prompt
     assert "[cascader] batch 1/1 step 3/3" in p.stderr                            # progress per stage and step
     settings = json.loads((out / "settings.json").read_text())
