@@ -56,19 +56,24 @@ class StageSettings:
         return cls(**{**DEFAULTS[stage], **{k: v for k, v in overrides.items() if v is not None}})
 
 
-def tokenize(texts: Sequence[str], length: int, warn: Callable[[str], None] | None = None):
+def tokenize(texts: Sequence[str], length: int, warn: Callable[[str], None] | None = None,
+             numbers: Sequence[int] | None = None):
     """WordPiece ids [N, length] ([CLS] ... [SEP], as the corpus tasks make them) and mask.  A text
-    longer than `length` tokens is truncated, with a warning naming it."""
+    longer than `length` tokens is truncated, with one warning naming it (as prompt `numbers[i]`,
+    default i + 1)."""
     from data.vocab import BertWordPieceVocabulary
 
     v = BertWordPieceVocabulary()
     toks = np.zeros((len(texts), length), np.int32)
     mask = np.zeros((len(texts), length), np.int32)
+    warned = set()
     for i, t in enumerate(texts):
         ids = list(v.encode(t))
-        if len(ids) > length - 2 and warn is not None:
-            warn(f"prompt {i + 1} ({t[:60]!r}{'...' if len(t) > 60 else ''}) is {len(ids) + 2} tokens; truncated to "
-                 f"the model's {length}")
+        number = numbers[i] if numbers is not None else i + 1
+        if len(ids) > length - 2 and warn is not None and number not in warned:
+            warned.add(number)
+            warn(f"prompt {number} ({t[:60]!r}{'...' if len(t) > 60 else ''}) is {len(ids) + 2} tokens; truncated "
+                 f"to the model's {length}")
         ids = [v.cls_id] + ids[: length - 2] + [v.eos_id]
         toks[i, :len(ids)] = ids
         mask[i, :len(ids)] = 1
@@ -180,7 +185,8 @@ class Stage:
         if m.has_text:
             if texts is None and tokens is None:
                 raise SamplingError(f"{self.name}: the stage reads text; no prompts given")
-            toks, mask = tokens if tokens is not None else tokenize(texts[:n], m.text_length, warn)
+            toks, mask = tokens if tokens is not None else tokenize(texts[:n], m.text_length, warn,
+                                                                     [k + 1 for k in ids[:n]])
             toks, mask = np.asarray(toks)[:n], np.asarray(mask)[:n]
             rows = len(seeds) - n
             toks, mask = (np.concatenate([a, np.repeat(a[-1:], rows, 0)]) for a in (toks, mask))

@@ -2,7 +2,6 @@
 corpus (two steps each: the test is of the machinery, not of the music): both cascade paths write
 valid WAV files at 16 and 24 kHz, spectrogram PNGs and their settings; bad input is named."""
 import json
-import os
 import shutil
 import subprocess
 import sys
