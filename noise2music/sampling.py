@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Callable, Sequence
 
 import jax
@@ -244,9 +243,3 @@ def check_chain(stages: Sequence[Stage]) -> None:
                                     f"{pm.mel if pm.stage == 'spectrogram_generator' else f'{pm.rate} Hz audio'}")
         else:
             raise SamplingError(f"{nxt.name} starts a cascade; it cannot follow {prev.name}")
-
-
-def downsample_steps(spec: str, factor: int) -> str:
-    """A quicker schedule for previews (training summaries): 'uniform:N/factor'."""
-    n = len(diffusion.step_sizes(spec))
-    return f"uniform:{max(1, math.ceil(n / factor))}"
