@@ -250,7 +250,10 @@ class Noise2MusicModel(BaseModel):
 
         n = min(self.summary_examples, batch["audio"].shape[0])
         host = {k: np.asarray(jax.device_get(v))[:n] for k, v in batch.items()}
-        stage = sampling.Stage(self.stage, self, params, partitioner)
+        stage = self.__dict__.get("_summary_stage")
+        if stage is None or stage.partitioner is not partitioner:  # keep its compiled step across summaries
+            stage = self._summary_stage = sampling.Stage(self.stage, self, params, partitioner)
+        stage.params = params
         inputs = self.sampler_inputs(host["audio"])
         out = stage.sample(seeds=list(range(n)), tokens=(host["text_tokens"], host["text_mask"]),
                            inputs=None if inputs is None else np.asarray(inputs),

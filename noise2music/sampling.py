@@ -15,6 +15,7 @@ naming the stage and step.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
@@ -197,7 +198,7 @@ class Stage:
         fn = self._step_fn(guided, settings)
         n_steps = len(times) - 1
         check = max(1, n_steps // 10)
-        ctx = self.partitioner.activate() if self.partitioner is not None else _nullcontext()
+        ctx = self.partitioner.activate() if self.partitioner is not None else contextlib.nullcontext()
         with ctx:
             x, keys, cond, bottom = (self._put(a) for a in (x, keys, cond, bottom))
             for i in range(n_steps):
@@ -217,14 +218,6 @@ class Stage:
     def _keys(seeds, ids, salt: int):
         return jnp.stack([jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(int(s)), int(i)), salt)
                           for s, i in zip(seeds, ids)])
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def check_chain(stages: Sequence[Stage]) -> None:

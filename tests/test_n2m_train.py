@@ -29,6 +29,15 @@ def test_tiny_generator_trains_through_the_binary(tiny_corpus, tmp_path):
     assert os.path.isdir(os.path.join(tmp_path, "checkpoints", "3"))
     cfg = open(os.path.join(tmp_path, "config.gin")).read()
     assert "Noise2MusicModel.stage = 'generator'" in cfg and "n2m_weak_text" in cfg
+    # TensorBoard got quick samples from the EMA weights (summary_period = the checkpoint period).
+    assert "media summaries at step 3" in p.stderr
+    import glob
+
+    import tensorflow as tf
+
+    tags = {v.tag for f in glob.glob(os.path.join(tmp_path, "train", "events.out.tfevents.*"))
+            for e in tf.compat.v1.train.summary_iterator(f) for v in e.summary.value}
+    assert {"sample", "reference", "sample_mel", "reference_mel", "prompts"} <= tags, tags
 
 
 TINY = {  # config -> (stage, length of x, records rate)
