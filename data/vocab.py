@@ -188,3 +188,25 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def batch_ids(vocab, texts, length: int, warn=None, numbers=None):
+    """[CLS] WordPiece... [SEP] ids [N, length] and mask (int32), as the corpus tasks make them.
+    A text longer than `length` tokens is truncated; `warn` (if given) is told once per text
+    number (`numbers[i]`, default i + 1)."""
+    import numpy as np
+
+    toks = np.zeros((len(texts), length), np.int32)
+    mask = np.zeros((len(texts), length), np.int32)
+    warned = set()
+    for i, t in enumerate(texts):
+        ids = list(vocab.encode(t))
+        number = numbers[i] if numbers is not None else i + 1
+        if len(ids) > length - 2 and warn is not None and number not in warned:
+            warned.add(number)
+            warn(f"prompt {number} ({t[:60]!r}{'...' if len(t) > 60 else ''}) is {len(ids) + 2} tokens; truncated "
+                 f"to the model's {length}")
+        ids = [vocab.cls_id] + ids[: length - 2] + [vocab.eos_id]
+        toks[i, :len(ids)] = ids
+        mask[i, :len(ids)] = 1
+    return toks, mask

@@ -99,18 +99,11 @@ class Encoder:
     # -- text ----------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """WordPiece ids [N, text_length] ([CLS] ... [SEP], truncated) and mask [N, text_length]."""
-        if self._vocab is None:
-            from data.vocab import BertWordPieceVocabulary  # the vocabulary the task trained with
+        from data.vocab import BertWordPieceVocabulary, batch_ids  # the vocabulary the task trained with
 
+        if self._vocab is None:
             self._vocab = BertWordPieceVocabulary()
-        v, length = self._vocab, self.model.text_length
-        toks = np.zeros((len(texts), length), np.int32)
-        mask = np.zeros((len(texts), length), np.int32)
-        for i, t in enumerate(texts):
-            ids = [v.cls_id] + list(v.encode(t))[: length - 2] + [v.eos_id]
-            toks[i, :len(ids)] = ids
-            mask[i, :len(ids)] = 1
-        return toks, mask
+        return batch_ids(self._vocab, texts, self.model.text_length)
 
     def embed_texts(self, texts: Sequence[str], progress=None) -> np.ndarray:
         """Texts -> L2-normalised [N, D]; texts longer than `text_length` tokens are truncated."""

@@ -61,23 +61,9 @@ def tokenize(texts: Sequence[str], length: int, warn: Callable[[str], None] | No
     """WordPiece ids [N, length] ([CLS] ... [SEP], as the corpus tasks make them) and mask.  A text
     longer than `length` tokens is truncated, with one warning naming it (as prompt `numbers[i]`,
     default i + 1)."""
-    from data.vocab import BertWordPieceVocabulary
+    from data.vocab import BertWordPieceVocabulary, batch_ids
 
-    v = BertWordPieceVocabulary()
-    toks = np.zeros((len(texts), length), np.int32)
-    mask = np.zeros((len(texts), length), np.int32)
-    warned = set()
-    for i, t in enumerate(texts):
-        ids = list(v.encode(t))
-        number = numbers[i] if numbers is not None else i + 1
-        if len(ids) > length - 2 and warn is not None and number not in warned:
-            warned.add(number)
-            warn(f"prompt {number} ({t[:60]!r}{'...' if len(t) > 60 else ''}) is {len(ids) + 2} tokens; truncated "
-                 f"to the model's {length}")
-        ids = [v.cls_id] + ids[: length - 2] + [v.eos_id]
-        toks[i, :len(ids)] = ids
-        mask[i, :len(ids)] = 1
-    return toks, mask
+    return batch_ids(BertWordPieceVocabulary(), texts, length, warn, numbers)
 
 
 class Stage:
