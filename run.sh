@@ -59,8 +59,11 @@ case "$cmd" in
     # the tiny MuLan on it and evaluates it on the held-out works; then pseudo-labels the corpus:
     # a caption bank written for the train split's works (midicap + templates), MuLan embeddings,
     # the exact top-10 / inverse-frequency draw for every clip, and the audit of label noise and bias.
-    # Last, Noise2Music on those pseudo-labels: the tiny waveform generator (text -> 3.2 kHz) and
-    # cascader (-> 16 kHz) are trained, and the cascade samples the demo prompts (WAV + PNG).
+    # Then Noise2Music on those pseudo-labels: the tiny waveform generator (text -> 3.2 kHz) and
+    # cascader (-> 16 kHz) are trained, and the cascade samples one caption per held-out clip
+    # (data.eval_set). Last, noise2music.evaluate scores the samples against those recordings
+    # (FAD on musicnn and MuLan, MuLan similarity, musicnn tag agreement, with baselines) and
+    # writes the HTML report.
     MODEL_DIR="${MODEL_DIR:-runs/mulan_tiny}"
     N2M_DIR="${N2M_DIR:-runs/n2m_tiny}"
     "$VENV/bin/python" -m mulan.train --gin_file=mulan/tiny_cpu.gin --model_dir="$MODEL_DIR" "$@"
@@ -75,9 +78,13 @@ case "$cmd" in
       --model_dir="$N2M_DIR/generator"
     "$VENV/bin/python" -m noise2music.train --gin_file=noise2music/tiny_cascader.gin "${task[@]}" \
       --model_dir="$N2M_DIR/cascader"
-    exec "$VENV/bin/python" -m noise2music.sample --prompts=configs/noise2music/demo_prompts.txt \
+    "$VENV/bin/python" -m data.eval_set --out="$N2M_DIR/eval_set" --split=test
+    "$VENV/bin/python" -m noise2music.sample --prompts="$N2M_DIR/eval_set/prompts.txt" \
       --out="$N2M_DIR/samples" --generator="$N2M_DIR/generator" --cascader="$N2M_DIR/cascader" \
       --generator_steps=uniform:100 --cascader_steps=uniform:50
+    exec "$VENV/bin/python" -m noise2music.evaluate --generated="$N2M_DIR/samples" \
+      --reference="$N2M_DIR/eval_set" --mulan="$MODEL_DIR" --out="$N2M_DIR/eval" --fad_inf --name="tiny cascade" \
+      --title="Tiny Noise2Music cascade (run.sh main) vs the demo corpus's held-out clips"
     ;;
   setup)
     setup

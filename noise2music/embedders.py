@@ -107,10 +107,14 @@ class MulanEmbedder(Embedder):
         from mulan.inference import Encoder
 
         self.enc = Encoder.from_model_dir(model_dir, step=step, use_ema=use_ema, batch_size=batch_size)
+        # The run, step and weights, and the checkpoint's time: a run re-trained into the same
+        # folder does not reuse the old embeddings.
+        ckpt = os.path.join(model_dir, "checkpoints", str(self.enc.step))
+        stamp = f"{os.path.getmtime(ckpt):.0f}" if os.path.exists(ckpt) else ""
         self.info = EmbedderInfo(name="mulan", sample_rate=16000, window=self.enc.window, hop=self.enc.window,
                                  level="clip", dim=self.enc.dim,
-                                 fingerprint=f"mulan-{_short_hash(os.path.abspath(model_dir))}-step{self.enc.step}"
-                                             f"-{'ema' if use_ema else 'raw'}")
+                                 fingerprint=f"mulan-{_short_hash(os.path.abspath(model_dir) + stamp)}"
+                                             f"-step{self.enc.step}-{'ema' if use_ema else 'raw'}")
 
     def embed_many(self, waves, progress=None):
         if not waves:

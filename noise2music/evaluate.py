@@ -94,7 +94,7 @@ def read_generated(path: str, suffix: str = "_16k.wav", flag: str = "--generated
             files = [x for x in smp.get("files", []) if x.endswith(suffix)]
             if not files:
                 continue
-            items.append(Item(f"{smp.get('prompt_index', k):03d}_seed{smp.get('seed', 0)}",
+            items.append(Item(f"{smp.get('prompt_index', k) + 1:03d}_seed{smp.get('seed', 0)}",
                               os.path.join(path, files[0]), smp["prompt"]))
         if not items:
             raise EvalInputError(f"{flag}={path}: settings.json lists no *{suffix} files (status: {s.get('status')})")
@@ -196,30 +196,34 @@ def _clip_level(outs: list[dict], key: str = "embeddings") -> np.ndarray:
 
 
 def score_system(outs: dict[str, list[dict]], texts: list[str], ref: dict, embedders: dict, a,
-                 ref_index: list[int | None], fad_real: dict | None = None) -> dict:
-    """outs: embedder name -> per-clip outputs; ref: the reference set's outputs and text embeddings."""
+                 ref_index: list[int | None], fad_real: dict | None = None,
+                 what: tuple[str, ...] = ("fad", "similarity", "tags")) -> dict:
+    """outs: embedder name -> per-clip outputs; ref: the reference set's outputs and clip embeddings;
+    ref_index: per clip, the reference clip its prompt describes (or None); fad_real: the real
+    embeddings FAD compares with (default: the whole reference set)."""
     from noise2music import metrics
 
     res: dict = {"n": len(texts), "fad": {}, "fad_inf": {}}
     for name, emb in embedders.items():
-        gen = np.concatenate([o["embeddings"] for o in outs[name]])
-        real = fad_real[name] if fad_real else np.concatenate([o["embeddings"] for o in ref["outs"][name]])
-        try:
-            res["fad"][name] = metrics.fad(real, gen)
-            if a.fad_inf:
-                res["fad_inf"][name] = metrics.fad_infinity(real, gen, num_points=a.fad_inf_points, seed=a.seed)
-        except ValueError as e:
-            res["fad"][name] = {"fad": None, "error": str(e)}
-        if emb.has_text:
+        if "fad" in what:
+            gen = np.concatenate([o["embeddings"] for o in outs[name]])
+            real = fad_real[name] if fad_real else np.concatenate([o["embeddings"] for o in ref["outs"][name]])
+            try:
+                res["fad"][name] = metrics.fad(real, gen)
+                if a.fad_inf:
+                    res["fad_inf"][name] = metrics.fad_infinity(real, gen, num_points=a.fad_inf_points, seed=a.seed)
+            except ValueError as e:
+                res["fad"][name] = {"fad": None, "error": str(e)}
+        if emb.has_text and "similarity" in what:
             clip = _clip_level(outs[name])
             txt = emb.embed_texts(texts)
             res[f"{name}_text"] = metrics.paired_similarity(clip, txt, groups=texts)
             paired = [i for i, r in enumerate(ref_index) if r is not None]
-            if paired and fad_real is None:
+            if paired:
                 ref_clip = ref["clip"][name][[ref_index[i] for i in paired]]
                 res[f"{name}_audio"] = metrics.paired_similarity(clip[paired], ref_clip,
                                                                  groups=[texts[i] for i in paired])
-        if emb.tag_names:
+        if emb.tag_names and "tags" in what:
             scores = _clip_level(outs[name], "tags")
             t = metrics.tag_agreement(scores, texts, emb.tag_names)
             rng = np.random.default_rng(a.seed)
@@ -297,7 +301,7 @@ def run(a) -> dict:
     for j, t in enumerate(ref_texts):
         by_text.setdefault(t, []).append(j)
 
-    results, per_item = {}, {}
+    results = {}
     for s, items in systems.items():
         texts = [it.text for it in items]
         ref_index = [by_text[t][0] if t in by_text else None for t in texts]
@@ -310,41 +314,40 @@ def run(a) -> dict:
     half_a, half_b = perm[: len(perm) // 2], perm[len(perm) // 2:]
     gt_outs = {n: [outs["ground truth"][n][i] for i in half_b] for n in embedders}
     fad_real = {n: np.concatenate([outs["ground truth"][n][i]["embeddings"] for i in half_a]) for n in embedders}
-    gt = score_system(gt_outs, [ref_texts[i] for i in half_b], ref, embedders, a, [None] * len(half_b), fad_real)
-    for n, e in embedders.items():  # similarity and tags on the whole reference set
-        full = score_system(outs["ground truth"], ref_texts, ref, {n: e}, a, [None] * len(ref_texts), fad_real)
-        for k in (f"{n}_text", f"{n}_tags"):
-            if k in full:
-                gt[k] = full[k]
+    gt = score_system(gt_outs, [ref_texts[i] for i in half_b], ref, embedders, a, [None] * len(half_b), fad_real,
+                      what=("fad",))
+    # Similarity to text and tag agreement: the whole reference set against its own texts.
+    gt.update({k: v for k, v in score_system(outs["ground truth"], ref_texts, ref, embedders, a,
+                                             [None] * len(ref_texts), what=("similarity", "tags")).items()
+               if k not in ("n", "fad", "fad_inf")})
     gt["n"] = len(ref_items)
     gt["fad_note"] = f"FAD between random halves of the reference set ({len(half_a)} vs {len(half_b)} clips)"
     results = {"ground truth": {"kind": "reference", **gt}, **results}
 
     # Per-item view of the first generated system (for the report).
+    from noise2music import metrics
+
     items = []
     s0 = results[first]
+    paired_pos = {i: k for k, i in enumerate(i for i, it in enumerate(gen_items) if it.text in by_text)}
     for i, it in enumerate(gen_items):
         row = {"id": it.id, "text": it.text, "audio": it.audio}
-        t = it.text
-        if t in by_text:
-            row["reference"] = {"id": ref_items[by_text[t][0]].id, "audio": ref_items[by_text[t][0]].audio}
+        if i in paired_pos:
+            j = by_text[it.text][0]
+            row["reference"] = {"id": ref_items[j].id, "audio": ref_items[j].audio}
         for n, e in embedders.items():
             if e.has_text:
                 row[f"{n}_text"] = s0[f"{n}_text"]["per_item"][i]
-                if f"{n}_audio" in s0 and "reference" in row:
-                    k = sum(1 for x in gen_items[:i] if x.text in by_text)
-                    row[f"{n}_audio"] = s0[f"{n}_audio"]["per_item"][k]
+                if f"{n}_audio" in s0 and i in paired_pos:
+                    row[f"{n}_audio"] = s0[f"{n}_audio"]["per_item"][paired_pos[i]]
             if e.tag_names:
-                from noise2music import metrics
-
                 sc = outs[first][n][i]["tags"].mean(0)
-                order = np.argsort(-sc)
-                row[f"{n}_top_tags"] = [[e.tag_names[j], float(sc[j])] for j in order[:5]]
-                row[f"{n}_prompted_tags"] = [[lab, float(sc[e.tag_names.index(lab)]),
-                                              int(np.where(order == e.tag_names.index(lab))[0][0]) + 1]
-                                             for lab in metrics.prompted_tags(t, e.tag_names)]
+                rank = np.empty(len(sc), int)
+                rank[np.argsort(-sc)] = np.arange(1, len(sc) + 1)
+                row[f"{n}_top_tags"] = [[e.tag_names[j], float(sc[j])] for j in np.argsort(-sc)[:5]]
+                row[f"{n}_prompted_tags"] = [[lab, float(sc[e.tag_names.index(lab)]), int(rank[e.tag_names.index(lab)])]
+                                             for lab in metrics.prompted_tags(it.text, e.tag_names)]
         items.append(row)
-    per_item[first] = items
 
     report = {"title": a.title, "generated": os.path.abspath(a.generated), "reference": os.path.abspath(a.reference),
               "segment_seconds": a.segment_seconds, "embedders": {n: dataclasses.asdict(e.info) for n, e in embedders.items()},

@@ -1,4 +1,4 @@
-"""The evaluation report: one self-contained HTML file (audio and images inlined as data URIs).
+"""The evaluation report: one self-contained HTML file (OGG audio and JPEG spectrograms inlined as data URIs).
 
     write_html(report, 'out/report.html')     # report: the dict noise2music.evaluate writes as metrics.json
     text_table(report)                         # the same table as plain text (the binary's stderr)
@@ -13,9 +13,12 @@ from __future__ import annotations
 import base64
 import html
 import io
+import logging
 import os
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def _f(v, digits: int = 3) -> str:
@@ -80,7 +83,7 @@ def _audio_uri(path: str, fmt: str, seconds: float) -> str | None:
         x = x[s:s + n]
     buf = io.BytesIO()
     if fmt == "ogg":
-        sf.write(buf, x, sr, format="OGG", subtype="VORBIS")
+        sf.write(buf, x, sr, format="OGG", subtype="VORBIS", compression_level=0.8)  # ~38 kB per 10 s
         mime = "audio/ogg"
     else:
         sf.write(buf, x, sr, format="WAV", subtype="PCM_16")
@@ -104,8 +107,8 @@ def _spectrogram_uri(path: str, seconds: float) -> str:
     img = mel.image(np.asarray(mel(x[None]))[0])  # [80, frames, 3], low frequencies at the bottom
     im = Image.fromarray(img).resize((min(600, img.shape[1]), 120), Image.BILINEAR)
     buf = io.BytesIO()
-    im.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    im.save(buf, format="JPEG", quality=80)  # ~14 kB; a PNG of a noisy spectrogram is ~100 kB
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 CSS = """
@@ -162,17 +165,10 @@ def write_html(report: dict, path: str, audio_format: str = "ogg", segment_secon
              "(mean of 20)."] + warnings
     out.append("<p class=notes>" + "<br>".join(e(n) for n in notes if n) + "</p>")
 
-    tag_sets = [(n, r) for n, r in systems[primary].items() if n.endswith("_tags") and r.get("tags")]
-    for n, t in tag_sets:
-        out.append(f"<h2>Tag agreement ({e(n[:-5])}, {e(primary)})</h2><table><tr><th>tag</th><th>prompts naming it</th>"
-                   "<th>AUC</th><th>mean score, named</th><th>mean score, others</th></tr>")
-        for lab, v in sorted(t["tags"].items(), key=lambda kv: -kv[1]["positives"]):
-            out.append(f"<tr><td>{e(lab)}</td><td>{v['positives']}</td><td>{v['auc']:.3f}</td>"
-                       f"<td>{v['mean_score_named']:.3f}</td><td>{v['mean_score_other']:.3f}</td></tr>")
-        out.append("</table>")
-
     out.append(f"<h2>Per prompt ({len(report['items'])})</h2><div class=cards>")
-    for it in report["items"]:
+    for k, it in enumerate(report["items"]):
+        if k % 10 == 0:
+            log.info("report: prompt %d/%d", k + 1, len(report["items"]))
         out.append(f"<div class=card><div class=prompt>{e(it['text'])} <span class=id>{e(it['id'])}</span></div>"
                    "<div class=pair>")
         for label, p in (("generated", it["audio"]), ("reference", (it.get("reference") or {}).get("audio"))):
@@ -187,19 +183,29 @@ def write_html(report: dict, path: str, audio_format: str = "ogg", segment_secon
                        f"</div>")
         out.append("</div><div class=scores>")
         bits = []
-        for k, v in it.items():
-            if k.endswith("_text") or k.endswith("_audio"):
-                bits.append(f"{e(k.replace('_', ' sim. to '))}: <b>{v:.3f}</b>")
+        for key, v in it.items():
+            if key.endswith("_text") or key.endswith("_audio"):
+                bits.append(f"{e(key.replace('_', ' sim. to '))}: <b>{v:.3f}</b>")
         out.append(" · ".join(bits))
-        for k, v in it.items():
-            if k.endswith("_top_tags"):
-                hits = {lab for lab, _, _ in it.get(k.replace("_top_", "_prompted_"), [])}
-                out.append(f"<br>{e(k[:-9])} top tags: " + "".join(
+        for key, v in it.items():
+            if key.endswith("_top_tags"):
+                hits = {lab for lab, _, _ in it.get(key.replace("_top_", "_prompted_"), [])}
+                out.append(f"<br>{e(key[:-9])} top tags: " + "".join(
                     f"<span class='tag{' hit' if lab in hits else ''}'>{e(lab)} {s:.2f}</span>" for lab, s in v))
-            if k.endswith("_prompted_tags") and v:
+            if key.endswith("_prompted_tags") and v:
                 out.append(f"<br>prompted tags: " + ", ".join(f"{e(lab)} {s:.2f} (rank {rk})" for lab, s, rk in v))
         out.append("</div></div>")
-    out.append("</div></body></html>")
+    out.append("</div>")
+    tag_sets = [(n, r) for n, r in systems[primary].items() if n.endswith("_tags") and r.get("tags")]
+    for n, t in tag_sets:
+        out.append(f"<h2>Tag agreement ({e(n[:-5])}, {e(primary)})</h2><table><tr><th>tag</th><th>prompts naming it</th>"
+                   "<th>AUC</th><th>mean score, named</th><th>mean score, others</th></tr>")
+        for lab, v in sorted(t["tags"].items(), key=lambda kv: -kv[1]["positives"]):
+            out.append(f"<tr><td>{e(lab)}</td><td>{v['positives']}</td><td>{v['auc']:.3f}</td>"
+                       f"<td>{v['mean_score_named']:.3f}</td><td>{v['mean_score_other']:.3f}</td></tr>")
+        out.append("</table>")
+
+    out.append("</body></html>")
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write("\n".join(out))
