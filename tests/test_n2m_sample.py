@@ -81,6 +81,22 @@ def test_waveform_cascade_writes_audio_spectrograms_and_settings(tiny_corpus, tm
     assert p.returncode == 0, p.stderr[-3000:]
     np.testing.assert_allclose(_wav(tmp_path / "alone" / "001_seed3_16k.wav")[0], audio[(0, 3)], atol=2e-4)
 
+    # The sampler's folder is what noise2music.evaluate reads: four 2 s clips with their prompts
+    # (which no reference recording has: text-free metrics, and cards without a reference).
+    from data import eval_set
+
+    eval_set.build(corpus_dir, str(tmp_path / "eval_set"))
+    p = subprocess.run([sys.executable, "-m", "noise2music.evaluate", f"--generated={out}",
+                        f"--reference={tmp_path / 'eval_set'}", f"--out={tmp_path / 'eval'}", "--embedders=musicnn"],
+                       cwd=helpers.ROOT, env=helpers.env(), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ev = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert [it["id"] for it in ev["items"]] == ["001_seed0", "001_seed3", "002_seed0", "002_seed3"]
+    assert [it["text"] for it in ev["items"]] == ["solo piano, slow"] * 2 + [long_prompt] * 2
+    assert all("reference" not in it for it in ev["items"])
+    assert ev["systems"]["samples"]["fad"]["musicnn"]["n_generated"] == 4  # one 3 s patch (repeat-padded) each
+    assert "no reference recording" in (tmp_path / "eval" / "report.html").read_text()
+
     # Bad input: each named, exit status 2, nothing written before is lost.
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n\n")
