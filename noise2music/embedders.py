@@ -22,7 +22,8 @@ network (or reuse one) and a function that reads the weights into its parameters
 or, without touching this package, name it on the command line as `package.module:factory[:arg]`
 (`noise2music.evaluate --embedders=musicnn,mulan,my_pkg.vggish:make:/ckpt/vggish`).
 `noise2music/musicnn.py` is the worked example: a Flax port, a TF-checkpoint converter and a test
-against the original network.
+against the original network.  `noise2music/vggish.py` is a second one, registered as
+`vggish:/path/to/vggish_model.ckpt`, for users who have VGGish's released weights.
 """
 from __future__ import annotations
 
@@ -164,6 +165,14 @@ def _mulan(arg):
     if not arg:
         raise ValueError("embedder 'mulan' needs a run: mulan:MODEL_DIR (or --mulan=MODEL_DIR)")
     return MulanEmbedder(arg)
+
+
+@register("vggish")
+def _vggish(arg):
+    # "vggish:/path/to/vggish_model.ckpt" (or an .npz with the released variable names)
+    from noise2music.vggish import VGGishEmbedder
+
+    return VGGishEmbedder(arg)
 
 
 def names() -> list[str]:
