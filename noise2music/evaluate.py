@@ -45,6 +45,9 @@ import numpy as np
 log = logging.getLogger("noise2music.evaluate")
 
 
+RESERVED = ("ground truth", "white noise")  # the baselines' rows
+
+
 class EvalInputError(ValueError):
     """Bad input; the message names the file or flag."""
 
@@ -196,10 +199,10 @@ def _clip_level(outs: list[dict], key: str = "embeddings") -> np.ndarray:
 
 
 def score_system(outs: dict[str, list[dict]], texts: list[str], ref: dict, embedders: dict, a,
-                 ref_index: list[int | None], fad_real: dict | None = None,
+                 ref_index: list[list[int] | None], fad_real: dict | None = None,
                  what: tuple[str, ...] = ("fad", "similarity", "tags")) -> dict:
     """outs: embedder name -> per-clip outputs; ref: the reference set's outputs and clip embeddings;
-    ref_index: per clip, the reference clip its prompt describes (or None); fad_real: the real
+    ref_index: per clip, the reference clips whose text is its prompt (or None); fad_real: the real
     embeddings FAD compares with (default: the whole reference set)."""
     from noise2music import metrics
 
@@ -218,9 +221,9 @@ def score_system(outs: dict[str, list[dict]], texts: list[str], ref: dict, embed
             clip = _clip_level(outs[name])
             txt = emb.embed_texts(texts)
             res[f"{name}_text"] = metrics.paired_similarity(clip, txt, groups=texts)
-            paired = [i for i, r in enumerate(ref_index) if r is not None]
-            if paired:
-                ref_clip = ref["clip"][name][[ref_index[i] for i in paired]]
+            paired = [i for i, r in enumerate(ref_index) if r]
+            if paired:  # the mean embedding of the recordings whose text is the prompt
+                ref_clip = np.stack([ref["clip"][name][ref_index[i]].mean(0) for i in paired])
                 res[f"{name}_audio"] = metrics.paired_similarity(clip[paired], ref_clip,
                                                                  groups=[texts[i] for i in paired])
         if emb.tag_names and "tags" in what:
@@ -260,6 +263,8 @@ def run(a) -> dict:
     from noise2music import embedders as emb_lib
 
     t_start = time.time()
+    if a.name in RESERVED:
+        raise EvalInputError(f"--name={a.name!r} is a baseline's row; choose another")
     os.makedirs(a.out, exist_ok=True)
     gen_items = read_generated(a.generated, a.generated_suffix)
     ref_items = read_reference(a.reference)
@@ -268,6 +273,8 @@ def run(a) -> dict:
         name, sep, path = c.partition("=")
         if not sep or not name or not path:
             raise EvalInputError(f"--compare={c}: expected NAME=SAMPLES")
+        if name in systems or name in RESERVED:
+            raise EvalInputError(f"--compare={c}: the name {name!r} is taken; choose another")
         systems[name] = read_generated(path, a.generated_suffix, flag=f"--compare {name}")
     specs = a.embedders.split(",") if a.embedders else ["musicnn"] + (["mulan"] if a.mulan else [])
     embedders = {}
@@ -304,7 +311,7 @@ def run(a) -> dict:
     results = {}
     for s, items in systems.items():
         texts = [it.text for it in items]
-        ref_index = [by_text[t][0] if t in by_text else None for t in texts]
+        ref_index = [by_text.get(t) for t in texts]
         results[s] = {"kind": "baseline" if s == "white noise" else "generated",
                       **score_system(outs[s], texts, ref, embedders, a, ref_index)}
         log.info("scored %s", s)
