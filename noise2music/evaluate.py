@@ -3,8 +3,9 @@
 Scores generated music the way the paper does (SPEC.md §4) and writes a report a person can read.
 
     --generated   a `noise2music.sample` output folder (its settings.json names the prompts and
-                  files; the 16 kHz WAVs are scored) or a JSON-lines manifest {"audio", "text"[, "id"]}
-                  (relative audio paths are relative to the manifest)
+                  files; the 16 kHz WAVs are scored), or a JSON-lines manifest {"audio", "text"[, "id"]}
+                  (relative audio paths are relative to the manifest), or a folder with one as
+                  manifest.jsonl (audio from any other model)
     --reference   real audio: a JSON-lines manifest {"audio", "text"[, "id"]} or a `data.eval_set`
                   folder (its reference.jsonl: the corpus's held-out split with a caption per clip)
     --mulan       a trained MuLan run: adds the MuLan embedder (FAD, text and audio similarity)
@@ -87,9 +88,11 @@ def read_generated(path: str, suffix: str = "_16k.wav", flag: str = "--generated
     """A sampler output folder (settings.json) or a manifest."""
     if os.path.isdir(path):
         settings = os.path.join(path, "settings.json")
+        if not os.path.exists(settings) and os.path.exists(os.path.join(path, "manifest.jsonl")):
+            return _read_manifest(os.path.join(path, "manifest.jsonl"), flag)
         if not os.path.exists(settings):
-            raise EvalInputError(f"{flag}={path}: a folder without settings.json (not a noise2music.sample output); "
-                                 f"give a JSON-lines manifest instead")
+            raise EvalInputError(f"{flag}={path}: a folder without settings.json (a noise2music.sample output) or "
+                                 f"manifest.jsonl; give a JSON-lines manifest of {{\"audio\", \"text\"}} instead")
         with open(settings) as f:
             s = json.load(f)
         items = []
