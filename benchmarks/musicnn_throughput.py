@@ -18,7 +18,8 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
+
+from timing import median_seconds  # benchmarks/timing.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,18 +28,6 @@ def _patches(n: int):
     import numpy as np
 
     return np.random.default_rng(0).uniform(0.0, 3.0, (n, 187, 96)).astype(np.float32)
-
-
-def _timed(fn, repeats: int) -> float:
-    import numpy as np
-
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def _child(method: str, n: int, batch: int, repeats: int, out: str) -> None:
@@ -65,7 +54,7 @@ def _child(method: str, n: int, batch: int, repeats: int, out: str) -> None:
         tf.compat.v1.train.Saver().restore(sess, os.path.dirname(pkg.__file__) + "/MTT_musicnn/")
         run = lambda: np.concatenate([sess.run(tags, {ph: x[s:s + batch], training: False})
                                       for s in range(0, n, batch)])
-    seconds = _timed(run, repeats)
+    seconds = median_seconds(run, repeats)
     np.save(out + ".npy", run())
     with open(out + ".json", "w") as f:
         json.dump({"seconds": seconds}, f)

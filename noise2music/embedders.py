@@ -65,6 +65,40 @@ class Embedder(abc.ABC):
         raise NotImplementedError(f"{self.info.name} has no text tower")
 
 
+class BatchedApply:
+    """`fn(variables, x)` for any number of rows: jitted with the batch split over every device and
+    the variables replicated, run in fixed-size batches (a multiple of the batch shards; the last
+    one zero-padded, so one program serves every call), outputs (any pytree) back as numpy."""
+
+    def __init__(self, fn: Callable, variables, batch_size: int = 64):
+        import jax
+
+        from trainer.partitioning import Partitioner
+
+        self.partitioner = p = Partitioner()  # ('data', 'fsdp', 'tensor') = (1, all devices, 1)
+        n = p.num_batch_shards
+        self.batch_size = max(n, -(-batch_size // n) * n)
+        self.variables = jax.device_put(variables, p.replicated)
+        self._fn, self._jitted = fn, {}
+
+    def __call__(self, x: np.ndarray):
+        import jax
+
+        x = np.asarray(x, np.float32)
+        if x.ndim not in self._jitted:
+            p = self.partitioner
+            self._jitted[x.ndim] = jax.jit(self._fn, in_shardings=(p.replicated, p.batch_sharding(x.ndim)),
+                                           out_shardings=p.replicated)
+        fn, b, outs = self._jitted[x.ndim], self.batch_size, []
+        for s in range(0, len(x), b):
+            chunk = x[s:s + b]
+            k = len(chunk)
+            if k < b:
+                chunk = np.concatenate([chunk, np.zeros((b - k, *chunk.shape[1:]), np.float32)])
+            outs.append(jax.tree.map(lambda v, k=k: np.asarray(v)[:k], fn(self.variables, chunk)))
+        return jax.tree.map(lambda *v: np.concatenate(v), *outs)
+
+
 class MusicnnEmbedder(Embedder):
     """musicnn: 3 s patches (16 kHz) -> a `layer` embedding per patch (default the 200-d
     penultimate layer) and the 50 tag scores."""

@@ -274,39 +274,22 @@ class Musicnn:
     @classmethod
     def load(cls, model: str = "MTT_musicnn", checkpoint: str | None = None, batch_size: int = 64) -> "Musicnn":
         variables = load_weights(model, checkpoint)
-        return cls(model, jax.tree.map(jnp.asarray, variables), MODELS[model], batch_size)
-
-    @functools.cached_property
-    def _partitioner(self):
-        from trainer.partitioning import Partitioner
-
-        return Partitioner()  # batch split over every device, the (small) weights replicated
+        return cls(model, variables, MODELS[model], batch_size)
 
     @functools.cached_property
     def _apply(self):
+        from noise2music.embedders import BatchedApply
+
         net = MusicnnNet(num_classes=len(self.labels))
-        p = self._partitioner
-        n = p.num_batch_shards
-        self.batch_size = max(n, -(-self.batch_size // n) * n)
-        self.variables = jax.device_put(self.variables, p.replicated)
-        return jax.jit(lambda v, x: net.apply(v, x), in_shardings=(p.replicated, p.batch_sharding(3)),
-                       out_shardings=p.replicated)
+
+        def fn(variables, x):
+            out = net.apply(variables, x)
+            return {"tags": jax.nn.sigmoid(out.pop("logits")), **out}
+        return BatchedApply(fn, self.variables, self.batch_size)
 
     def apply_patches(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """[N, 187, 96] -> {'tags' (sigmoid) [N, C], 'penultimate', 'mean_pool', 'max_pool'} (numpy)."""
-        x = np.asarray(x, np.float32)
-        apply = self._apply  # fixes the batch size to a multiple of the batch shards
-        out: dict[str, list] = {}
-        for s in range(0, len(x), self.batch_size):
-            chunk = x[s:s + self.batch_size]
-            k = len(chunk)
-            if k < self.batch_size:  # one compiled shape
-                chunk = np.concatenate([chunk, np.zeros((self.batch_size - k, *chunk.shape[1:]), np.float32)])
-            res = apply(self.variables, chunk)
-            res["tags"] = jax.nn.sigmoid(res.pop("logits"))
-            for name, v in res.items():
-                out.setdefault(name, []).append(np.asarray(v)[:k])
-        return {k: np.concatenate(v) for k, v in out.items()}
+        return self._apply(x)
 
     def analyze(self, wave: np.ndarray) -> dict[str, np.ndarray]:
         """A 16 kHz clip -> per-patch outputs (see `apply_patches`), at least one patch."""

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from noise2music.embedders import Embedder, EmbedderInfo
+from noise2music.embedders import BatchedApply, Embedder, EmbedderInfo
 
 SAMPLE_RATE = 16000
 WINDOW, HOP, FFT = 400, 160, 512
@@ -131,10 +131,9 @@ class VGGishEmbedder(Embedder):
             raise ValueError("embedder 'vggish' needs the weights: vggish:/path/to/vggish_model.ckpt (or .npz)")
         if not (os.path.exists(checkpoint) or os.path.exists(checkpoint + ".index")):
             raise ValueError(f"vggish:{checkpoint}: no such checkpoint")
-        self.variables = jax.tree.map(jnp.asarray, convert(read_checkpoint(checkpoint)))
-        self.batch_size = batch_size
-        self._apply = jax.jit(VGGish().apply)
-        digest = hashlib.sha1(np.asarray(self.variables["params"]["fc2"]["kernel"]).tobytes()).hexdigest()[:10]
+        variables = convert(read_checkpoint(checkpoint))
+        digest = hashlib.sha1(variables["params"]["fc2"]["kernel"].tobytes()).hexdigest()[:10]
+        self._apply = BatchedApply(VGGish().apply, variables, batch_size)
         self.info = EmbedderInfo(name="vggish", sample_rate=SAMPLE_RATE, window=EXAMPLE_FRAMES * HOP,
                                  hop=EXAMPLE_FRAMES * HOP, level="frame", dim=128, fingerprint=f"vggish-{digest}")
 
@@ -142,14 +141,7 @@ class VGGishEmbedder(Embedder):
         ex = [examples(log_mel(w)) for w in waves]
         if not ex:
             return []
-        x = np.concatenate(ex)
-        outs = []
-        for s in range(0, len(x), self.batch_size):
-            chunk = x[s:s + self.batch_size]
-            k = len(chunk)
-            chunk = np.concatenate([chunk, np.zeros((self.batch_size - k, *chunk.shape[1:]), np.float32)])
-            outs.append(np.asarray(self._apply(self.variables, chunk))[:k])
-        emb = np.concatenate(outs)
+        emb = self._apply(np.concatenate(ex))
         if progress:
             progress(len(waves))
         return [{"embeddings": e} for e in np.split(emb, np.cumsum([len(e) for e in ex])[:-1])]
