@@ -89,6 +89,14 @@ def load_audio(
     return np.clip(x, -1.0, 1.0).astype(np.float32), int(sr)
 
 
+def middle(x: np.ndarray, n: int) -> np.ndarray:
+    """The middle n samples of x (all of x when it is not longer)."""
+    if len(x) <= n:
+        return x
+    s = (len(x) - n) // 2
+    return x[s:s + n]
+
+
 def write_wav(path: str, x: np.ndarray, sample_rate: int) -> None:
     """Writes float audio as 16-bit PCM WAV, atomically (tmp file + rename)."""
     import soundfile as sf

@@ -120,16 +120,8 @@ def read_reference(path: str) -> list[Item]:
     return _read_manifest(path, "--reference")
 
 
-def middle(x: np.ndarray, n: int) -> np.ndarray:
-    """The middle n samples (all of x when shorter)."""
-    if len(x) <= n:
-        return x
-    s = (len(x) - n) // 2
-    return x[s:s + n]
-
-
 def load_segments(items: list[Item], rate: int, seconds: float) -> list[np.ndarray]:
-    from data.audio import AudioError, load_audio
+    from data.audio import AudioError, load_audio, middle
 
     out = []
     for it in items:

@@ -69,46 +69,33 @@ def text_table(report: dict) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows)
 
 
-def _audio_uri(path: str, fmt: str, seconds: float) -> str | None:
-    if fmt == "none":
-        return None
+def _media(path: str, fmt: str, seconds: float) -> tuple[str | None, str]:
+    """The scored middle segment of a clip as an inline audio player source (OGG Vorbis, WAV or
+    none) and its 80-bin log-mel spectrogram as an inline JPEG (low frequencies at the bottom)."""
     import soundfile as sf
-
-    from data.audio import load_audio
-
-    x, sr = load_audio(path, allow_silent=True)
-    n = int(seconds * sr)
-    if len(x) > n:  # the scored middle segment
-        s = (len(x) - n) // 2
-        x = x[s:s + n]
-    buf = io.BytesIO()
-    if fmt == "ogg":
-        sf.write(buf, x, sr, format="OGG", subtype="VORBIS", compression_level=0.8)  # ~38 kB per 10 s
-        mime = "audio/ogg"
-    else:
-        sf.write(buf, x, sr, format="WAV", subtype="PCM_16")
-        mime = "audio/wav"
-    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _spectrogram_uri(path: str, seconds: float) -> str:
     from PIL import Image
 
-    from data.audio import load_audio
+    from data.audio import load_audio, middle, resample
     from noise2music.spectrogram import MelSpec
 
+    x, sr = load_audio(path, allow_silent=True)
+    x = middle(x, int(round(seconds * sr)))
+    audio = None
+    if fmt != "none":
+        buf = io.BytesIO()
+        if fmt == "ogg":
+            sf.write(buf, x, sr, format="OGG", subtype="VORBIS", compression_level=0.8)  # ~38 kB per 10 s
+        else:
+            sf.write(buf, x, sr, format="WAV", subtype="PCM_16")
+        audio = f"data:audio/{'ogg' if fmt == 'ogg' else 'wav'};base64," + base64.b64encode(buf.getvalue()).decode()
     mel = MelSpec()
-    x, _ = load_audio(path, mel.sample_rate, allow_silent=True)
-    n = int(seconds * mel.sample_rate)
-    if len(x) > n:
-        s = (len(x) - n) // 2
-        x = x[s:s + n]
-    x = x[: len(x) // mel.hop * mel.hop]
-    img = mel.image(np.asarray(mel(x[None]))[0])  # [80, frames, 3], low frequencies at the bottom
+    y = resample(x, sr, mel.sample_rate)
+    y = y[: len(y) // mel.hop * mel.hop]
+    img = mel.image(np.asarray(mel(y[None]))[0])
     im = Image.fromarray(img).resize((min(600, img.shape[1]), 120), Image.BILINEAR)
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=80)  # ~14 kB; a PNG of a noisy spectrogram is ~100 kB
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    return audio, "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 CSS = """
@@ -176,11 +163,10 @@ def write_html(report: dict, path: str, audio_format: str = "ogg", segment_secon
                 out.append("<div><h3>no reference recording for this prompt</h3></div>")
                 continue
             out.append(f"<div><h3>{label}</h3>")
-            uri = _audio_uri(p, audio_format, segment_seconds)
-            if uri:
-                out.append(f"<audio controls preload=metadata src='{uri}'></audio>")
-            out.append(f"<img alt='log-mel spectrogram of the {label} clip' src='{_spectrogram_uri(p, segment_seconds)}'>"
-                       f"</div>")
+            audio, image = _media(p, audio_format, segment_seconds)
+            if audio:
+                out.append(f"<audio controls preload=metadata src='{audio}'></audio>")
+            out.append(f"<img alt='log-mel spectrogram of the {label} clip' src='{image}'></div>")
         out.append("</div><div class=scores>")
         bits = []
         for key, v in it.items():
