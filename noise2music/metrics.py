@@ -8,9 +8,9 @@
 Everything is numpy, float64 inside.  FAD's matrix square root: for symmetric PSD covariances,
 Tr((S_r S_g)^1/2) = sum sqrt(eig(R S_g R)) with R = S_r^1/2 (the eigenvalues of S_r S_g and of
 the symmetric R S_g R are the same); both square roots come from `eigh` of symmetric matrices with
-tiny negative round-off eigenvalues clipped to zero.  This is exact for rank-deficient covariances
-(fewer samples than dimensions), where scipy's `sqrtm` of the non-symmetric product is unstable
-and returns complex parts; `tests/test_metrics.py` checks it against `scipy.linalg.sqrtm` where
+tiny negative round-off eigenvalues clipped to zero.  This stays real and well-defined for
+rank-deficient covariances (fewer samples than dimensions), where scipy's `sqrtm` of the
+non-symmetric product is unstable and returns complex parts; `tests/test_metrics.py` checks it against `scipy.linalg.sqrtm` where
 that is well-posed.
 """
 from __future__ import annotations
