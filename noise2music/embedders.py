@@ -114,7 +114,10 @@ class MusicnnEmbedder(Embedder):
         self.layer, self._m = layer, musicnn
         dim = {"penultimate": 200}.get(layer, 753)
         digest = musicnn.package_checkpoint(model) if checkpoint is None else checkpoint
-        self.info = EmbedderInfo(name="musicnn", sample_rate=musicnn.SAMPLE_RATE,
+        # "musicnn" for the default (MTT, penultimate); others are named apart, so both can be columns.
+        name = "musicnn" + ("" if model == "MTT_musicnn" else "_" + model.split("_")[0].lower()) + \
+            ("" if layer == "penultimate" else f"_{layer}")
+        self.info = EmbedderInfo(name=name, sample_rate=musicnn.SAMPLE_RATE,
                                  window=musicnn.PATCH_FRAMES * musicnn.HOP, hop=musicnn.PATCH_FRAMES * musicnn.HOP,
                                  level="frame", dim=dim, fingerprint=f"musicnn-{model}-{layer}-{_short_hash(digest)}")
         self.tag_names = tuple(self.net.labels)

@@ -281,6 +281,8 @@ def run(a) -> dict:
             e = emb_lib.make(spec)
         except Exception as ex:  # the run / weights / plug-in named by the flag
             raise EvalInputError(f"--embedders: {spec}: {ex}") from None
+        if e.info.name in embedders:
+            raise EvalInputError(f"--embedders: {spec} is named {e.info.name!r} like another one; give each once")
         embedders[e.info.name] = e
         log.info("embedder %s: %s", spec, e.info)
     cache = EmbeddingCache(None if a.cache_dir == "none" else (a.cache_dir or os.path.join(a.out, "cache")))

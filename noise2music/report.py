@@ -30,7 +30,7 @@ def columns(report: dict) -> list[tuple[str, str, callable]]:
     cols = []
     emb = report["embedders"]
     for n, info in emb.items():
-        unit = "3 s patches" if n == "musicnn" else ("clips" if info["level"] == "clip" else "frames")
+        unit = "clips" if info["level"] == "clip" else f"{info['window'] / info['sample_rate']:.2g} s frames"
 
         def fad_cell(r, n=n):
             f = r["fad"].get(n) or {}
