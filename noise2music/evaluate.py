@@ -214,7 +214,10 @@ def score_system(outs: dict[str, list[dict]], texts: list[str], ref: dict, embed
                 res["fad"][name] = {"fad": None, "error": str(e)}
         if emb.has_text and "similarity" in what:
             clip = _clip_level(outs[name])
-            txt = emb.embed_texts(texts)
+            cache = ref.setdefault("texts", {})  # a system's prompts are often another's (white noise)
+            if (name, tuple(texts)) not in cache:
+                cache[(name, tuple(texts))] = emb.embed_texts(texts)
+            txt = cache[(name, tuple(texts))]
             res[f"{name}_text"] = metrics.paired_similarity(clip, txt, groups=texts)
             paired = [i for i, r in enumerate(ref_index) if r]
             if paired:  # the mean embedding of the recordings whose text is the prompt
