@@ -58,7 +58,7 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(
-        include=["trainer*", "mulan*", "noise2music*", "data*", "configs*"]
+        include=["common*", "layers*", "trainer*", "data*", "mulan*", "pseudo_labels*", "noise2music*", "music_eval*", "configs*"]
     ),
     package_data={"configs": ["*.gin", "**/*.gin"], "data": ["*.jsonl"]},
     include_package_data=True,

@@ -23,7 +23,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from mulan.layers import INIT, TransformerBlock, dense, layer_norm
+from layers.transformer import INIT, TransformerBlock, dense, layer_norm
 
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 

@@ -1,7 +1,7 @@
 """Retrieval and tagging metrics for MuLan evaluation (numpy; no scikit-learn needed).
 
-* `roc_auc(labels, scores)`: the Mann-Whitney U statistic with ties counted half (= sklearn's).
-* `average_precision(labels, scores)`: PR-AUC as sklearn's `average_precision_score` (step-wise).
+* `tagging(labels, scores, names)`: per-tag and macro / micro ROC-AUC and PR-AUC
+  (`common.ranking`, sklearn's definitions).
 * `retrieval(sim)`: sim [queries, items] with item i relevant to query i: R@k, mAP (one relevant
   item, so mAP = mean reciprocal rank), median rank, and their chance levels.
 * `linear_probe(...)`: one-vs-rest logistic regression (L2, L-BFGS) on frozen embeddings.
@@ -10,31 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import optimize
-from scipy.stats import rankdata
 
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    y = np.asarray(labels, bool)
-    npos, nneg = int(y.sum()), int((~y).sum())
-    if npos == 0 or nneg == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
-
-
-def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
-    y = np.asarray(labels, bool)
-    if not y.any():
-        return float("nan")
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    s, ys = np.asarray(scores)[order], y[order]
-    # Group tied scores (sklearn's thresholds are the distinct scores).
-    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
-    tp = np.cumsum(ys)[last]
-    fp = (last + 1) - tp
-    precision = tp / (tp + fp)
-    recall = tp / y.sum()
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+from common.ranking import average_precision, roc_auc
 
 
 def tagging(labels: np.ndarray, scores: np.ndarray, names: list[str]) -> dict:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mulan import loss as loss_lib
-from mulan.frontend import LogMel, SpecAugment
+from layers.audio_frontend import LogMel, SpecAugment
 from trainer.base_model import BaseModel
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from mulan.layers import INIT, TransformerBlock, dense, layer_norm
+from layers.transformer import INIT, TransformerBlock, dense, layer_norm
 
 
 class BertEncoder(nn.Module):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from trainer import main as trainer_main
 
-CONFIGURABLES = ("mulan.model", "mulan.frontend", "mulan.audio_towers", "mulan.text_tower",
+CONFIGURABLES = ("mulan.model", "layers.audio_frontend", "mulan.audio_towers", "mulan.text_tower",
                  "data.feature_converters", "data.paths", "data.tasks")
 
 

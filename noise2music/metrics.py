@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from common.ranking import roc_auc_of
+
 
 def gaussian(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """[N, D] -> (mean [D], unbiased covariance [D, D]); needs N >= 2."""
@@ -138,14 +140,6 @@ def prompted_tags(prompt: str, labels: Sequence[str]) -> list[str]:
     return [lab for lab in labels if lab in found]
 
 
-def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(score of a positive > score of a negative), ties counted half (Mann-Whitney U)."""
-    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
-    gt = (pos[:, None] > neg[None, :]).mean()
-    eq = (pos[:, None] == neg[None, :]).mean()
-    return float(gt + 0.5 * eq)
-
-
 def tag_agreement(scores: np.ndarray, prompts: Sequence[str], labels: Sequence[str], min_positives: int = 1,
                   permutation: np.ndarray | None = None) -> dict:
     """Does audio generated for "piano" score high on the tagger's piano tag?
@@ -162,7 +156,7 @@ def tag_agreement(scores: np.ndarray, prompts: Sequence[str], labels: Sequence[s
     for j, lab in enumerate(labels):
         pos = np.array([lab in s for s in named])
         if pos.sum() >= min_positives and (~pos).sum() >= 1:
-            per_tag[lab] = {"auc": roc_auc(scores[pos, j], scores[~pos, j]), "positives": int(pos.sum()),
+            per_tag[lab] = {"auc": roc_auc_of(scores[pos, j], scores[~pos, j]), "positives": int(pos.sum()),
                             "mean_score_named": float(scores[pos, j].mean()),
                             "mean_score_other": float(scores[~pos, j].mean())}
     aucs = [v["auc"] for v in per_tag.values()]

@@ -4,7 +4,7 @@
     m = spec(wave)                            # [B, T] -> [B, T / 160, 80] in [-1, 1]
     png = spec.save_png(m[0], 'a.png')        # an image a person can read
 
-The front end is MuLan's (`mulan.frontend.LogMel`: centred frames, HTK mel, natural-log power
+The front end is MuLan's (`layers.audio_frontend.LogMel`: centred frames, HTK mel, natural-log power
 floored at 1e-5), with 80 bins over 0-8 kHz.  The log power is mapped linearly from
 [log(1e-5), log(1e-5) + 20] to [-1, 1] and clipped: -1 is the floor (silence), and on the demo
 corpus the 99.9th percentile of log power is 6.2 (0.89 after scaling) and the maximum 8.0, so the
@@ -18,7 +18,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from mulan.frontend import LogMel
+from layers.audio_frontend import LogMel
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mulan.layers import MultiHeadAttention
+from layers.attention import MultiHeadAttention
 
 _ACT = ("activation_batch", "activation_length", "activation_embed")
 

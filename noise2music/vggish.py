@@ -45,7 +45,7 @@ LAYERS = [("conv1", "vggish/conv1"), ("conv2", "vggish/conv2"), ("conv3_1", "vgg
 
 def log_mel(wave: np.ndarray) -> np.ndarray:
     """[samples] 16 kHz -> [1 + (samples - 400) // 160, 64] log mel (numpy, as mel_features)."""
-    from mulan.frontend import mel_matrix  # HTK triangles, DC bin excluded: mel_features' construction
+    from layers.audio_frontend import mel_matrix  # HTK triangles, DC bin excluded: mel_features' construction
 
     x = np.asarray(wave, np.float64)
     if x.ndim != 1 or len(x) < WINDOW:

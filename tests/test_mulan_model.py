@@ -9,7 +9,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from mulan import loss as loss_lib
 from mulan.audio_towers import ast_tower, resnet_tower
-from mulan.frontend import LogMel, SpecAugment
+from layers.audio_frontend import LogMel, SpecAugment
 from mulan.model import MulanModel, raw_from_temperature, temperature_from_raw
 from mulan.text_tower import bert_tower
 
@@ -99,7 +99,7 @@ def test_paper_size_configs_by_shape_and_aot_compile(config, expected_millions):
     from trainer.train_state import make_state_factory, param_count
     from trainer.optimizers import adam
 
-    trainer_main.import_configurables(("mulan.model", "mulan.frontend", "mulan.audio_towers", "mulan.text_tower",
+    trainer_main.import_configurables(("mulan.model", "layers.audio_frontend", "mulan.audio_towers", "mulan.text_tower",
                                        "data.feature_converters", "data.paths", "data.tasks"))
     flags.parse_and_apply([f"--gin_file={config}", "--gin_file=mesh/fsdp_tensor.gin",
                            "--gin.Partitioner.mesh_shape=(1, 4, 2)", "--model_dir=/tmp/unused"], "")

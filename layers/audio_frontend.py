@@ -10,7 +10,7 @@ Choices (SPEC.md §1 fixes window, hop, bins and rate; the rest is ours):
   the demo corpus (64 bins: mean -0.05, std 3.55), so features are roughly zero-mean and unit-variance
   with no data-dependent state; re-measure them for very different audio.
 
-Everything is jit-able, batch-first and shape-static; `tests/test_mulan_frontend.py` checks it
+Everything is jit-able, batch-first and shape-static; `tests/test_audio_frontend.py` checks it
 against `tf.signal`.
 """
 from __future__ import annotations

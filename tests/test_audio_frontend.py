@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from mulan.frontend import LogMel, SpecAugment, mel_matrix
+from layers.audio_frontend import LogMel, SpecAugment, mel_matrix
 
 
 def _tf_log_mel(wave: np.ndarray, fe: LogMel) -> np.ndarray:

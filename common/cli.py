@@ -1,0 +1,60 @@
+"""What every binary of the project shares: logging, error exits and the JSON last line.
+
+    def main(argv=None):
+        cli.setup_logging()
+        with cli.exit_on(ValueError, FileNotFoundError):      # 'error: ...' on stderr, exit status 2
+            result = work(...)
+        return cli.print_json(result)                          # the last line of stdout
+
+Binaries are thin: argument parsing and this plumbing; the work is in libraries.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from typing import Iterator
+
+# The project's packages; their loggers print INFO, everything else WARNING and above.
+PACKAGES = ("common", "layers", "trainer", "data", "mulan", "pseudo_labels", "noise2music", "music_eval")
+
+
+class _GinProbeFilter(logging.Filter):
+    """Drops gin's 'Path not found' ERROR, logged when it probes an include such as
+    'datasets/corpus.gin' as a Python package path before finding it on the search path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.pathname.endswith("resource_reader.py") and record.msg == "Path not found: %s")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname).1s %(name)s] %(message)s", datefmt="%H:%M:%S")
+    for name in PACKAGES:
+        logging.getLogger(name).setLevel(logging.INFO)
+    for h in logging.getLogger().handlers:
+        if not any(isinstance(f, _GinProbeFilter) for f in h.filters):
+            h.addFilter(_GinProbeFilter())
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Prints `error: message` on stderr and exits with `code` (2: bad input or settings)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+@contextlib.contextmanager
+def exit_on(*errors: type[BaseException], code: int = 2) -> Iterator[None]:
+    """Turns the listed exceptions into `error: ...` on stderr and exit status `code`; anything
+    else is a bug and keeps its traceback."""
+    try:
+        yield
+    except errors as e:  # noqa: PERF203
+        fail(str(e), code)
+
+
+def print_json(result: dict) -> dict:
+    """The binary's figures as one JSON object, the last line of stdout."""
+    print(json.dumps(result), flush=True)
+    return result
