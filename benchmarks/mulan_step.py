@@ -43,14 +43,12 @@ def main(argv=None) -> dict:
     import numpy as np
     import optax
 
-    from mulan.train import CONFIGURABLES
-    from trainer import flags, main as trainer_main
+    from trainer import flags
     from trainer.optimizers import adam
 
-    trainer_main.import_configurables(CONFIGURABLES)
     flags.parse_and_apply([f"--gin_file={args.gin_file}", "--model_dir=/tmp/unused",
                            "--gin.MulanModel.text_checkpoint=None"] + [f"--gin.{b}" for b in args.gin], "")
-    model = gin.query_parameter("train.model").scoped_configurable_fn()
+    model = flags.bound("train.model")
     b = args.batch_size
     rng = np.random.default_rng(0)
     batch = {"audio": (0.1 * rng.normal(size=(b, model.audio_samples))).astype(np.float32),

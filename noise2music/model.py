@@ -1,4 +1,4 @@
-"""Noise2Music stages for the trainer (SPEC.md §2): the diffusion loss of one U-Net of the cascade.
+"""Noise2Music stages for the trainer (docs/PAPERS.md §2): the diffusion loss of one U-Net of the cascade.
 
     Noise2MusicModel(unet, stage="generator", rate=3200)                      # text -> 3.2 kHz
     Noise2MusicModel(unet, stage="cascader", rate=16000, low_rate=3200)       # text + 3.2 kHz -> 16 kHz
@@ -7,15 +7,16 @@
     Noise2MusicModel(unet, stage="spectrogram_generator", text_length=96, weighting="sigma")  # text -> log-mel
     Noise2MusicModel(unet, stage="vocoder", rate=16000, text_encoder=None)    # log-mel -> 16 kHz
 
-Batches are the corpus tasks' (`audio` [B, T] at `source_rate`, `text_tokens`, `text_mask`).
-Inside the jitted step:
+What each stage generates and is conditioned on is its `noise2music.stages.StageSpec`.  Batches
+are the corpus tasks' (`audio` [B, T] at `source_rate`, `text_tokens`, `text_mask`).  Inside the
+jitted step:
 
 * the target x is the clip FFT-resampled to `rate` ([B, L, 1]), or for the spectrogram generator
   its 80-bin log-mel in [-1, 1] ([B, frames, 80], `noise2music.spectrogram.MelSpec`);
 * cascader and super-resolution: the low-fi input is the clip at `low_rate`, FFT-resampled back to
   `rate` and stacked with x_t as input channels; vocoder: the clip's log-mel is added at the
-  bottom of the U (`UNet1D(bottom=...)`); in training both are augmented (SPEC §2.2: blur and
-  noise at s ~ U[0, cond_t_max]);
+  bottom of the U (`UNet1D(bottom=...)`); in training both are augmented (docs/PAPERS.md §2.2:
+  blur and noise at s ~ U[0, cond_t_max]);
 * the text goes through the frozen T5 encoder (a stop-gradient) and is dropped for `text_drop` of
   the examples by zeroing the cross-attention outputs;
 * t ~ U[0, 1]; loss E[w_t ||target - prediction||^2] over the valid (unpadded) positions.
@@ -36,19 +37,17 @@ import flax.linen as nn
 
 from noise2music import conditioning, diffusion
 from noise2music.spectrogram import MelSpec
+from noise2music.stages import LOWFI, MEL, MEL_BOTTOM, spec as stage_spec
 from noise2music.t5 import T5Config, T5Encoder
 from noise2music.unet import UNet1D
 from trainer.base_model import BaseModel
-
-STAGES = ("generator", "cascader", "super_resolution", "spectrogram_generator", "vocoder")
-_LOWFI = ("cascader", "super_resolution")
 
 # The building blocks are configured from gin files (configs/noise2music/*.gin).
 gin.external_configurable(UNet1D, module="noise2music")
 gin.external_configurable(T5Config, module="noise2music")
 
 
-class _Net(nn.Module):
+class StageNet(nn.Module):
     """The stage's U-Net and its (frozen) text encoder; `encode` once, `denoise` per step."""
 
     unet: UNet1D
@@ -77,9 +76,9 @@ class Noise2MusicModel(BaseModel):
 
     Args:
       unet: the stage's `UNet1D`.
-      stage: one of STAGES (see the module doc).
+      stage: a name in `noise2music.stages.STAGES` (what it generates and is conditioned on).
       source_rate / audio_samples: the batch's clips (16 kHz, or 24 kHz for super-resolution).
-      rate / low_rate: the stage's output rate and (cascader, super-resolution) its low-fi input rate.
+      rate / low_rate: the stage's output rate and (low-fi conditioned stages) its input rate.
       text_encoder: a `T5Config` (frozen encoder), or None for a model without text.
       text_length: tokens per text.
       schedule: 'cosine' or 'linear'; parameterization 'eps' or 'v'; weighting 'simple' or 'sigma'.
@@ -87,8 +86,6 @@ class Noise2MusicModel(BaseModel):
       cond_t_max / cond_blur / cond_blur_sigma / cond_blur_size: conditioning augmentation (blur
         None, '1d' or '2d').
       mel: the spectrogram representation (spectrogram generator and vocoder).
-      summary_steps / summary_examples: the quick sampler of the TensorBoard samples written every
-        `train.summary_period` steps (from the EMA params, for the first examples of the batch).
     """
 
     def __init__(self, unet: UNet1D, stage: str = "generator", source_rate: int = 16000, audio_samples: int = 160000,
@@ -96,23 +93,22 @@ class Noise2MusicModel(BaseModel):
                  text_length: int = 64, schedule: str = "cosine", parameterization: str = "eps",
                  weighting: str = "simple", text_drop: float = 0.1, cond_t_max: float = 0.5,
                  cond_blur: str | None = "1d", cond_blur_sigma: tuple[float, float] = (0.1, 5.0),
-                 cond_blur_size: int = 10, mel: MelSpec = MelSpec(), summary_steps: str = "uniform:25",
-                 summary_examples: int = 2):
-        if stage not in STAGES:
-            raise ValueError(f"Noise2MusicModel.stage={stage!r}: one of {STAGES}")
+                 cond_blur_size: int = 10, mel: MelSpec = MelSpec()):
+        self.spec = sp = stage_spec(stage)
         if cond_blur not in (None, "1d", "2d"):
             raise ValueError(f"Noise2MusicModel.cond_blur={cond_blur!r}: None, '1d' or '2d'")
         self.stage, self.source_rate, self.audio_samples = stage, source_rate, audio_samples
         self.rate, self.low_rate, self.text_length, self.mel = rate, low_rate, text_length, mel
         self.unet = unet
-        if stage in ("spectrogram_generator", "vocoder"):
-            if source_rate != mel.sample_rate or (stage == "vocoder" and rate != mel.sample_rate):
+        if sp.uses_mel:
+            reads_mel_audio = sp.conditioning == MEL_BOTTOM
+            if source_rate != mel.sample_rate or (reads_mel_audio and rate != mel.sample_rate):
                 raise ValueError(f"Noise2MusicModel(stage={stage!r}): the spectrogram is of {mel.sample_rate} Hz audio; "
-                                 f"source_rate={source_rate}" + (f", rate={rate}" if stage == "vocoder" else ""))
+                                 f"source_rate={source_rate}" + (f", rate={rate}" if reads_mel_audio else ""))
             if audio_samples % mel.hop:
                 raise ValueError(f"Noise2MusicModel: audio_samples={audio_samples} is not a whole number of "
                                  f"{mel.hop}-sample spectrogram frames")
-        if stage == "spectrogram_generator":
+        if sp.output == MEL:
             self.rate = None
             self.length = audio_samples // mel.hop
         else:
@@ -120,15 +116,15 @@ class Noise2MusicModel(BaseModel):
                 raise ValueError(f"Noise2MusicModel: {audio_samples} samples at {source_rate} Hz are not a whole "
                                  f"number of samples at rate={rate}")
             self.length = audio_samples * rate // source_rate
-        if stage == "vocoder" and unet.downsampling != mel.hop:
-            raise ValueError(f"Noise2MusicModel(stage='vocoder'): prod(UNet1D.strides) = {unet.downsampling} must "
+        if sp.conditioning == MEL_BOTTOM and unet.downsampling != mel.hop:
+            raise ValueError(f"Noise2MusicModel(stage={stage!r}): prod(UNet1D.strides) = {unet.downsampling} must "
                              f"equal the spectrogram hop ({mel.hop} samples) so the spectrogram aligns with the bottom "
                              f"of the U")
-        if stage in _LOWFI:
+        if sp.conditioning == LOWFI:
             if not low_rate or low_rate >= rate or (audio_samples * low_rate) % source_rate:
                 raise ValueError(f"Noise2MusicModel(stage={stage!r}): low_rate={low_rate} must be below rate={rate} and "
                                  f"give whole samples: the cascade's sample rates must chain")
-        channels = mel.num_mels if stage == "spectrogram_generator" else 1
+        channels = mel.num_mels if sp.output == MEL else 1
         if unet.out_channels != channels:
             raise ValueError(f"Noise2MusicModel(stage={stage!r}): UNet1D.out_channels={unet.out_channels}, but the stage "
                              f"predicts {channels} channel(s)")
@@ -138,8 +134,7 @@ class Noise2MusicModel(BaseModel):
         self.parameterization, self.weighting, self.text_drop = parameterization, weighting, text_drop
         self.cond_t_max, self.cond_blur = cond_t_max, cond_blur
         self.cond_blur_sigma, self.cond_blur_size = tuple(cond_blur_sigma), cond_blur_size
-        self.summary_steps, self.summary_examples = summary_steps, summary_examples
-        self.net = _Net(unet, text_encoder)
+        self.net = StageNet(unet, text_encoder)
 
     @property
     def has_text(self) -> bool:
@@ -150,15 +145,14 @@ class Noise2MusicModel(BaseModel):
         return _pad_to(length, self.unet.downsampling)
 
     def pad(self, x, length: int | None = None):
-        """[B, n, C] -> [B, padded_length(n), C] (zeros for audio, -1 for log-mel)."""
+        """[B, n, C] -> [B, padded_length(n), C] (silence: zeros for audio, -1 for log-mel)."""
         n = x.shape[1]
         extra = self.padded_length(n) - n
-        value = -1.0 if self.stage == "spectrogram_generator" else 0.0
-        return jnp.pad(x, [(0, 0), (0, extra), (0, 0)], constant_values=value) if extra else x
+        return jnp.pad(x, [(0, 0), (0, extra), (0, 0)], constant_values=self.spec.pad_value) if extra else x
 
     def target(self, audio):
         """The clip [B, T] at source_rate -> the stage's x [B, length, C] (unpadded)."""
-        if self.stage == "spectrogram_generator":
+        if self.spec.output == MEL:
             return self.mel(audio)
         return conditioning.fft_resample(audio[..., None], self.length)
 
@@ -171,13 +165,13 @@ class Noise2MusicModel(BaseModel):
         cond = bottom = None
         aug = dict(sched=self.schedule, t_max=self.cond_t_max, blur=self.cond_blur, blur_sigma=self.cond_blur_sigma,
                    blur_size=self.cond_blur_size)
-        if self.stage in _LOWFI:
+        if self.spec.conditioning == LOWFI:
             n_low = self.audio_samples * self.low_rate // self.source_rate
             cond = self.lowfi(conditioning.fft_resample(audio[..., None], n_low), self.length)
             if train:
                 cond, _ = conditioning.augment(cond, jax.random.fold_in(rng, 1), **aug)
             cond = self.pad(cond)
-        elif self.stage == "vocoder":
+        elif self.spec.conditioning == MEL_BOTTOM:
             bottom = self.mel(audio)
             if train:
                 bottom, _ = conditioning.augment(bottom, jax.random.fold_in(rng, 1), **aug)
@@ -224,59 +218,19 @@ class Noise2MusicModel(BaseModel):
                    "text_dropped": drop.astype(jnp.float32).mean(), "target_rms": jnp.sqrt(jnp.mean(x * x))}
         return per.mean(), metrics
 
-    # -- inference (noise2music.sampling) ----------------------------------------------
+    # -- inference (noise2music.sampler, noise2music.cascade) ---------------------------
     def encode_text(self, params, tokens, mask):
-        return self.net.apply({"params": params}, tokens, mask, method=_Net.encode)
+        return self.net.apply({"params": params}, tokens, mask, method=StageNet.encode)
 
     def denoise(self, params, x_t, t, emb, mask, drop, cond=None, bottom=None):
-        return self.net.apply({"params": params}, x_t, t, emb, mask, drop, cond, bottom, method=_Net.denoise)
+        return self.net.apply({"params": params}, x_t, t, emb, mask, drop, cond, bottom, method=StageNet.denoise)
 
     def sampler_inputs(self, audio):
         """What the sampler feeds this stage, made from clips [N, T] at source_rate: the low-fi
-        audio at low_rate (cascader, super-resolution), the log-mel (vocoder), else None."""
-        if self.stage in _LOWFI:
+        audio at low_rate (LOWFI), the log-mel (MEL_BOTTOM), else None."""
+        if self.spec.conditioning == LOWFI:
             n_low = audio.shape[1] * self.low_rate // self.source_rate
             return conditioning.fft_resample(jnp.asarray(audio)[..., None], n_low)[..., 0]
-        if self.stage == "vocoder":
+        if self.spec.conditioning == MEL_BOTTOM:
             return self.mel(jnp.asarray(audio))
         return None
-
-    def media_summaries(self, params, batch, partitioner):
-        """TensorBoard: samples of the first `summary_examples` of the batch (quick sampler, the
-        paper's guidance and gamma), their references, and log-mel images of both."""
-        import numpy as np
-
-        from noise2music import sampling
-
-        n = min(self.summary_examples, batch["audio"].shape[0])
-        host = {k: np.asarray(jax.device_get(v))[:n] for k, v in batch.items()}
-        stage = self.__dict__.get("_summary_stage")
-        if stage is None or stage.partitioner is not partitioner:  # keep its compiled step across summaries
-            stage = self._summary_stage = sampling.Stage(self.stage, self, params, partitioner)
-        stage.params = params
-        inputs = self.sampler_inputs(host["audio"])
-        out = stage.sample(seeds=list(range(n)), tokens=(host["text_tokens"], host["text_mask"]),
-                           inputs=None if inputs is None else np.asarray(inputs),
-                           settings=sampling.StageSettings.paper(self.stage, steps=self.summary_steps))
-        ref = np.asarray(self.target(jnp.asarray(host["audio"])))
-        if self.stage == "spectrogram_generator":
-            return {"images": {"sample_mel": np.stack([self.mel.image(m) for m in out]),
-                               "reference_mel": np.stack([self.mel.image(m) for m in ref])},
-                    "texts": {"prompts": _decode(host, n)}}
-        ref = ref[..., 0]
-
-        def mel_images(x):  # log-mel of the audio at the spectrogram's 16 kHz
-            x16 = conditioning.fft_resample(jnp.asarray(x)[..., None], x.shape[1] * self.mel.sample_rate // self.rate)
-            return np.stack([self.mel.image(m) for m in np.asarray(self.mel(x16[..., 0]))])
-
-        return {"audio": {"sample": (np.clip(out, -1, 1), self.rate), "reference": (np.clip(ref, -1, 1), self.rate)},
-                "images": {"sample_mel": mel_images(out), "reference_mel": mel_images(ref)},
-                "texts": {"prompts": _decode(host, n)} if self.has_text else {}}
-
-
-def _decode(host, n) -> str:
-    from data.vocab import BertWordPieceVocabulary
-
-    v = BertWordPieceVocabulary()
-    return "\n".join(f"{i + 1}. {v.decode([t for t, m in zip(host['text_tokens'][i], host['text_mask'][i]) if m])}"
-                     for i in range(n))

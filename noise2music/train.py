@@ -5,15 +5,11 @@ metrics, multi-host, preemption).  The last line of stdout is one JSON object wi
 
     python -m noise2music.train --gin_file=noise2music/tiny_generator.gin --model_dir=/tmp/n2m_gen
 """
-from __future__ import annotations
-
-from trainer import main as trainer_main
-
-CONFIGURABLES = ("noise2music.model", "data.feature_converters", "data.paths", "data.tasks")
+from trainer.launch import train_from_flags
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return trainer_main.main(argv, usage=__doc__, modules=CONFIGURABLES)
+    return train_from_flags(argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,9 @@
 import gin
 import pytest
 
-from trainer import flags, main as main_lib
+from trainer import flags
 from tests import helpers
 
-main_lib.import_configurables()
 
 
 def _apply(*argv):

@@ -93,33 +93,25 @@ def test_embeddings_are_normalised_and_eval_is_deterministic():
 def test_paper_size_configs_by_shape_and_aot_compile(config, expected_millions):
     """Paper-size towers: parameter counts from eval_shape, and the full sharded train step
     compiles ahead of time on the 8-device mesh (FSDP x tensor); nothing is run."""
-    from trainer import flags, main as trainer_main
+    from trainer import flags
     from trainer.partitioning import Partitioner
-    from trainer.train import make_train_step
-    from trainer.train_state import make_state_factory, param_count
+    from trainer.train import compile_train_step
+    from trainer.train_state import abstract_state, param_count
     from trainer.optimizers import adam
 
-    trainer_main.import_configurables(("mulan.model", "layers.audio_frontend", "mulan.audio_towers", "mulan.text_tower",
-                                       "data.feature_converters", "data.paths", "data.tasks"))
     flags.parse_and_apply([f"--gin_file={config}", "--gin_file=mesh/fsdp_tensor.gin",
                            "--gin.Partitioner.mesh_shape=(1, 4, 2)", "--model_dir=/tmp/unused"], "")
-    model = gin.query_parameter("train.model").scoped_configurable_fn()
+    model = flags.bound("train.model")
     partitioner = Partitioner()
     batch = 8
     opt = adam(1e-4)
-    factory = make_state_factory(model, opt, partitioner, batch_size=batch)
+    factory = abstract_state(model, partitioner, optimizer=opt, batch_size=batch)
     n = param_count(factory.abstract.params) / 1e6
     assert expected_millions[0] < n < expected_millions[1], n
     # The text tower is BERT-base (~110M incl. embeddings) in both.
     text = param_count(factory.abstract.params["text_tower"]) / 1e6
     assert 108 < text < 111, text
-    specs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=partitioner.batch_sharding(len(v.shape)))
-             for k, v in model.batch_spec(batch).items()}
-    step = jax.jit(make_train_step(model, opt, None, None),
-                   in_shardings=(factory.shardings, {k: v.sharding for k, v in specs.items()}),
-                   out_shardings=(factory.shardings, partitioner.replicated), donate_argnums=(0,))
-    with partitioner.activate():
-        compiled = step.lower(factory.abstract, specs).compile()
+    compiled, _, _ = compile_train_step(model, opt, factory, partitioner, batch)
     assert compiled.cost_analysis() is not None
     # FSDP really shards the BERT embedding table over the 4-way fsdp axis.
     emb = factory.shardings.params["text_tower"]["encoder"]["word_embeddings"]

@@ -52,13 +52,11 @@ TINY = {  # config -> (stage, length of x, records rate)
 def _parse(config, model_dir):
     import gin
 
-    from trainer import flags, main as trainer_main
-    from noise2music.train import CONFIGURABLES
+    from trainer import flags
 
-    trainer_main.import_configurables(CONFIGURABLES)
     gin.clear_config()
     flags.parse_and_apply([f"--gin_file=noise2music/{config}.gin", f"--model_dir={model_dir}"], "")
-    return gin.query_parameter("train.model").scoped_configurable_fn()
+    return flags.bound("train.model")
 
 
 def _real_batch(rows, corpus_dir, n, samples, rate, text_length, seed=0):
@@ -86,7 +84,7 @@ def test_tiny_stage_trains_the_same_sharded_fsdp_x_tensor_as_on_one_device(confi
     from trainer import optimizers
     from trainer.partitioning import FSDP_TENSOR_RULES, Partitioner
     from trainer.train import make_train_step
-    from trainer.train_state import make_state_factory
+    from trainer.train_state import abstract_state
 
     corpus_dir, _, rows = tiny_corpus
     stage, length, rate = TINY[config]
@@ -99,7 +97,7 @@ def test_tiny_stage_trains_the_same_sharded_fsdp_x_tensor_as_on_one_device(confi
 
     def two_steps(partitioner):
         opt = optimizers.adam(1e-3)
-        factory = make_state_factory(model, opt, partitioner, batch_size=8, ema=True)
+        factory = abstract_state(model, partitioner, optimizer=opt, batch_size=8, ema=True)
         state = factory.init(0)
         step = jax.jit(make_train_step(model, opt, 0.9, None), in_shardings=(factory.shardings, None),
                        out_shardings=(factory.shardings, None), donate_argnums=(0,))

@@ -9,7 +9,7 @@ import pytest
 from trainer import optimizers
 from trainer.partitioning import FSDP_TENSOR_RULES, DataLayout, Partitioner
 from trainer.toy import ToyModel
-from trainer.train_state import make_state_factory
+from trainer.train_state import abstract_state
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "toy_fsdp_tensor_1x4x2.json")
 
@@ -20,7 +20,7 @@ def _spec_str(spec) -> list:
 
 def test_params_land_on_mesh_as_golden_says():
     p = Partitioner(mesh_shape=(1, 4, 2), logical_axis_rules=FSDP_TENSOR_RULES)
-    factory = make_state_factory(ToyModel(), optimizers.adam(1e-3), p, batch_size=8, ema=True)
+    factory = abstract_state(ToyModel(), p, optimizer=optimizers.adam(1e-3), batch_size=8, ema=True)
     state = factory.init(0)
     got = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(state.params):

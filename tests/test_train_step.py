@@ -6,12 +6,12 @@ from trainer import optimizers
 from trainer.partitioning import FSDP_TENSOR_RULES, Partitioner
 from trainer.toy import ToyData, ToyModel
 from trainer.train import make_train_step
-from trainer.train_state import make_state_factory
+from trainer.train_state import abstract_state
 
 
 def _one_step(partitioner: Partitioner):
     model, opt = ToyModel(), optimizers.adam(1e-2)
-    factory = make_state_factory(model, opt, partitioner, batch_size=16, ema=True)
+    factory = abstract_state(model, partitioner, optimizer=opt, batch_size=16, ema=True)
     state = factory.init(7)
     host = ToyData().make_iterator(partitioner.data_layout(16), seed=3)
     step = jax.jit(make_train_step(model, opt, 0.9, None),

@@ -1,7 +1,8 @@
 """What a model family supplies to the trainer (the role of t5x's BaseModel).
 
 `mulan/` and `noise2music/` subclass `BaseModel`; the trainer never looks
-inside.  Parameters returned by `init_params` carry logical partitioning
+inside.  What else a run does every few steps (TensorBoard samples) is a hook
+(`trainer.hooks`), not a model method.  Parameters returned by `init_params` carry logical partitioning
 metadata (`nn.with_logical_partitioning`); everything else sees plain arrays.
 """
 from __future__ import annotations
@@ -41,13 +42,6 @@ class BaseModel(abc.ABC):
         pretrained weights the model's config names put in place, sharded like `shardings`."""
         del shardings
         return params
-
-    def media_summaries(self, params: Any, batch: Batch, partitioner: Any) -> dict[str, dict]:
-        """Audio and images for TensorBoard every `train.summary_period` steps, from the (EMA)
-        params and the current global batch: `{'audio': {name: ([N, T] floats in [-1, 1], rate)},
-        'images': {name: uint8 [N, H, W, 3]}, 'texts': {name: str}}`.  Default: none."""
-        del params, batch, partitioner
-        return {}
 
     def dummy_batch(self, batch_size: int) -> dict[str, jax.Array]:
         return {k: jnp.zeros(s.shape, s.dtype) for k, s in self.batch_spec(batch_size).items()}

@@ -105,23 +105,22 @@ def tree_mismatch(saved: Any, wanted: Any, path: str = "") -> str | None:
     return None
 
 
-def restore_params(step_dir: str, abstract_params: Any, key: str = "params") -> Any:
-    """One subtree (`params` or `ema_params`) of the train state saved in `step_dir` (a
-    `checkpoints/<step>` directory), sharded as `abstract_params` says: an Orbax partial restore,
-    so no optimizer state is read.  Raises `CheckpointRestoreError` naming the directory and key."""
-    state_dir = epath.Path(step_dir) / "state"
+def _restore_subtrees(state_dir: epath.Path, target: dict[str, Any], what: str) -> dict[str, Any]:
+    """Subtrees of a saved train state (`{'params': abstract, 'ema_params': ...}`), sharded as the
+    abstract arrays say: an Orbax partial restore, so nothing else (optimizer state) is read.
+    Raises `CheckpointRestoreError` naming the directory and the first parameter that differs."""
     if not state_dir.exists():
-        raise CheckpointRestoreError(f"{step_dir}: no saved state (an incomplete or foreign checkpoint?).")
-    target = {key: abstract_params}
+        raise CheckpointRestoreError(f"{what}: no saved state at {state_dir} (an incomplete or foreign checkpoint?).")
     with ocp.PyTreeCheckpointer() as ckptr:
         meta = ckptr.metadata(state_dir)
     meta = getattr(meta, "item_metadata", meta)
     meta = getattr(meta, "tree", meta)
-    if not isinstance(meta, dict) or not isinstance(meta.get(key), dict):
-        raise CheckpointRestoreError(f"{state_dir}: holds no {key!r}.")
-    mismatch = tree_mismatch(meta[key], abstract_params)
-    if mismatch:
-        raise CheckpointRestoreError(f"{state_dir}: its {key!r} do not fit the model (another config?): {mismatch}")
+    for key, abstract in target.items():
+        if not isinstance(meta, dict) or not isinstance(meta.get(key), dict):
+            raise CheckpointRestoreError(f"{state_dir}: holds no {key!r}.")
+        mismatch = tree_mismatch(meta[key], abstract)
+        if mismatch:
+            raise CheckpointRestoreError(f"{state_dir}: its {key!r} do not fit the model (another config?): {mismatch}")
     try:
         with ocp.PyTreeCheckpointer() as ckptr:
             out = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
@@ -129,11 +128,9 @@ def restore_params(step_dir: str, abstract_params: Any, key: str = "params") -> 
                 partial_restore=True))
     except Exception as e:  # noqa: BLE001 -- Orbax raises many types for a tree mismatch.
         raise CheckpointRestoreError(
-            f"{state_dir}: its {key!r} do not match the model's parameters "
+            f"{state_dir}: its {sorted(target)} do not match the model's parameters "
             f"(another config?): {type(e).__name__}: {str(e)[:800]}") from e
-    if key not in out or out[key] is None:
-        raise CheckpointRestoreError(f"{state_dir}: holds no {key!r}.")
-    return out[key]
+    return out
 
 
 # -- the checkpointer -----------------------------------------------------------
@@ -155,15 +152,19 @@ class CheckpointConfig:
 
 
 class Checkpointer:
-    def __init__(self, model_dir: str, config: CheckpointConfig):
-        self.config = config
+    """A run's checkpoints (`MODEL_DIR/checkpoints`).  `read_only=True` (loading a run for
+    inference) creates nothing and saves nothing."""
+
+    def __init__(self, model_dir: str, config: CheckpointConfig | None = None, *, read_only: bool = False):
+        self.config = config = config or CheckpointConfig()
         self.directory = epath.Path(model_dir) / "checkpoints"
         options = ocp.CheckpointManagerOptions(
             max_to_keep=config.keep,
             # We decide when to save (period, preemption, end): Orbax must not skip.
             save_interval_steps=1,
-            enable_async_checkpointing=config.async_save,
-            create=True,
+            enable_async_checkpointing=config.async_save and not read_only,
+            create=not read_only,
+            read_only=read_only,
         )
         self._warn_incomplete()
         self.manager = ocp.CheckpointManager(
@@ -184,6 +185,16 @@ class Checkpointer:
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def step_dir(self, step: int) -> epath.Path:
+        """Where step `step` is (or would be) saved: `checkpoints/<step>`."""
+        return self.directory / str(step)
+
+    def restore_params(self, step: int, abstract_params: Any, key: str = "params") -> Any:
+        """One subtree (`params` or `ema_params`) of step `step`, sharded as `abstract_params` says;
+        no optimizer state is read.  Raises `CheckpointRestoreError` naming the step and key."""
+        return _restore_subtrees(self.step_dir(step) / "state", {key: abstract_params},
+                                 f"{self.directory}/{step}")[key]
 
     def should_save(self, step: int) -> bool:
         return self.config.period > 0 and step % self.config.period == 0
@@ -238,13 +249,9 @@ class Checkpointer:
         target = {"params": abstract_state.params}
         if abstract_state.ema_params is not None:
             target["ema_params"] = abstract_state.ema_params
-        state_dir = epath.Path(path) / "state"
-        if not state_dir.exists():
-            raise FileNotFoundError(f"CheckpointConfig.init_from={path!r}: no {state_dir}")
-        with ocp.PyTreeCheckpointer() as ckptr:
-            return ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
-                item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-                partial_restore=True))
+        if not (epath.Path(path) / "state").exists():
+            raise FileNotFoundError(f"CheckpointConfig.init_from={path!r}: no {epath.Path(path) / 'state'}")
+        return _restore_subtrees(epath.Path(path) / "state", target, f"CheckpointConfig.init_from={path!r}")
 
     def wait_until_finished(self) -> None:
         self.manager.wait_until_finished()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import logging
 import os
 import sys
 
@@ -94,17 +93,6 @@ def _check_macro(binding: str) -> None:
                         f"Known macros: {', '.join(known)}") from None
 
 
-class _GinProbeFilter(logging.Filter):
-    """Drops gin's 'Path not found' ERROR, logged when it probes an include such as
-    'datasets/corpus.gin' as a Python package before finding it on the search path."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.pathname.endswith("resource_reader.py") and record.msg == "Path not found: %s")
-
-
-logging.getLogger().addFilter(_GinProbeFilter())
-
-
 def apply(flags: Flags) -> None:
     """Parses gin files and bindings into the global gin config."""
     gin.add_config_file_search_path(CONFIGS_DIR)
@@ -132,3 +120,20 @@ def parse_and_apply(argv: list[str] | None = None, usage: str = "") -> Flags:
         sys.exit(0)
     apply(flags)
     return flags
+
+
+_REQUIRED = object()
+
+
+def bound(name: str, default=_REQUIRED):
+    """The value of gin binding `name` (e.g. 'train.model', '%CORPUS_DIR'), a configurable
+    reference evaluated (`@Foo()` -> the object); `default` when nothing binds it."""
+    try:
+        value = gin.query_parameter(name)
+    except ValueError:
+        if default is _REQUIRED:
+            raise
+        return default
+    if isinstance(value, gin.config.ConfigurableReference):
+        return value.scoped_configurable_fn() if value.evaluate else value.scoped_configurable_fn
+    return value

@@ -8,6 +8,8 @@ import gin
 import jax
 import optax
 
+from trainer.train_state import param_path
+
 
 @gin.configurable
 def warmup_cosine(peak_value: float = 1e-4, warmup_steps: int = 10_000,
@@ -22,17 +24,13 @@ def warmup_cosine(peak_value: float = 1e-4, warmup_steps: int = 10_000,
                                               max(decay_steps, warmup_steps + 1), end_value)
 
 
-def _path_str(path) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-
-
 def scale_by_path(lr_multipliers: Mapping[str, float]) -> optax.GradientTransformation:
     """Multiplies each parameter's update by the factor of the first regex (`re.search` on the
     '/'-joined parameter path, e.g. 'text_tower/encoder') that matches it; 1 when none does."""
     rules = [(re.compile(p), float(f)) for p, f in lr_multipliers.items()]
 
     def factor(path) -> float:
-        name = _path_str(path)
+        name = param_path(path)
         return next((f for r, f in rules if r.search(name)), 1.0)
 
     def update(updates, state, params=None):

@@ -33,7 +33,7 @@ DATA_PARALLEL_RULES: LogicalRules = (
     ("activation_batch", ("data", "fsdp")),
 )
 
-# FSDP + tensor parallelism (MaxText-style defaults, see STYLE.md).
+# FSDP + tensor parallelism (MaxText-style defaults; `configs/mesh/fsdp_tensor.gin` is the same).
 FSDP_TENSOR_RULES: LogicalRules = (
     ("activation_batch", ("data", "fsdp")),
     ("activation_heads", "tensor"),
@@ -67,7 +67,7 @@ class DataLayout:
         return seqio.ShardInfo(index=self.shard_id, num_shards=self.num_shards)
 
 
-def _resolve_mesh_shape(mesh_shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
+def resolve_mesh_shape(mesh_shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
     shape = list(mesh_shape)
     if len(shape) != len(MESH_AXES):
         raise ValueError(
@@ -112,7 +112,7 @@ class Partitioner:
         devices: Sequence[jax.Device] | None = None,
     ):
         devices = list(jax.devices() if devices is None else devices)
-        self.mesh_shape = _resolve_mesh_shape(mesh_shape, len(devices))
+        self.mesh_shape = resolve_mesh_shape(mesh_shape, len(devices))
         self.logical_axis_rules = tuple((name, _tupleize(ax)) for name, ax in logical_axis_rules)
         for name, axes in self.logical_axis_rules:
             for ax in (axes if isinstance(axes, tuple) else (axes,)):
@@ -214,6 +214,13 @@ class Partitioner:
 
     def describe(self) -> str:
         return f"mesh {dict(self.mesh.shape)} over {self.mesh.devices.size} devices"
+
+
+def logical_to_mesh_axes(logical: Sequence[str | None], rules: LogicalRules) -> PartitionSpec:
+    """The mesh `PartitionSpec` of an array with these logical axes under `rules` (no mesh needed:
+    `trainer.summary` uses it for meshes larger than this machine)."""
+    rules = tuple((name, _tupleize(ax)) for name, ax in rules)
+    return nn.logical_to_mesh_axes(tuple(logical), rules) if logical else PartitionSpec()
 
 
 def _tupleize(axes: Any) -> Any:

@@ -14,49 +14,27 @@ in the mesh shape (default: this machine's device count).
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 
-import flax.linen as nn
-import gin
 import jax
 
+from common import cli
 from trainer import flags as flags_lib
-from trainer.partitioning import FSDP_TENSOR_RULES, MESH_AXES, _resolve_mesh_shape
-
-
-def _evaluate(value):
-    if isinstance(value, gin.config.ConfigurableReference):
-        return value.scoped_configurable_fn() if value.evaluate else value.scoped_configurable_fn
-    return value
-
-
-def _bound_or_default(name: str, default):
-    """A gin binding's value, or the Partitioner's own default when no config binds it."""
-    try:
-        return _evaluate(gin.query_parameter(name))
-    except ValueError:
-        return default
-
-
-def _path_str(path) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+from trainer.partitioning import FSDP_TENSOR_RULES, MESH_AXES, logical_to_mesh_axes, resolve_mesh_shape
+from trainer.train_state import abstract_state, param_path
 
 
 def summarize(model, rules, mesh_shape: tuple[int, ...], batch_size: int) -> dict:
-    boxed = jax.eval_shape(lambda r: model.init_params(r, model.dummy_batch(batch_size)),
-                           jax.random.PRNGKey(0))
-    logical = nn.get_partition_spec(boxed)
-    shapes = nn.meta.unbox(boxed)
+    state = abstract_state(model, None, batch_size=batch_size)
     mesh_sizes = dict(zip(MESH_AXES, mesh_shape))
     rows, per_module, not_divisible = [], {}, []
     flat_logical = dict(jax.tree_util.tree_leaves_with_path(
-        logical, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)))
-    for path, leaf in jax.tree_util.tree_leaves_with_path(shapes):
-        name = _path_str(path)
+        state.logical.params, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)))
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state.abstract.params):
+        name = param_path(path)
         axes = tuple(flat_logical.get(path, ()) or ())
-        spec = nn.logical_to_mesh_axes(axes, rules) if axes else jax.sharding.PartitionSpec()
+        spec = logical_to_mesh_axes(axes, rules)
         for dim, mesh_axes in zip(leaf.shape, spec):
             if mesh_axes is None:
                 continue
@@ -80,11 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
             num_devices = int(a.split("=", 1)[1])
         else:
             rest.append(a)
-    from trainer import main as main_lib
-
-    main_lib.setup_logging()
-    main_lib.import_configurables()
-    try:
+    cli.setup_logging()
+    with cli.exit_on(flags_lib.FlagError, ValueError):
         flags = flags_lib.parse_argv(rest)
         if flags.help:
             print(__doc__)
@@ -92,15 +67,11 @@ def main(argv: list[str] | None = None) -> dict:
         if mesh:
             flags.gin_files.append(f"mesh/{mesh}.gin")
         flags_lib.apply(flags)
-        model = _evaluate(gin.query_parameter("train.model"))
-        batch_size = _evaluate(gin.query_parameter("train.batch_size"))
-        rules = _bound_or_default("Partitioner.logical_axis_rules", FSDP_TENSOR_RULES)
-        shape = _bound_or_default("Partitioner.mesh_shape", (1, -1, 1))
-        mesh_shape = _resolve_mesh_shape(shape, num_devices or jax.device_count())
-    except (flags_lib.FlagError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    rules = tuple((n, tuple(a) if isinstance(a, list) else a) for n, a in rules)
+        model = flags_lib.bound("train.model")
+        batch_size = flags_lib.bound("train.batch_size")
+        rules = flags_lib.bound("Partitioner.logical_axis_rules", FSDP_TENSOR_RULES)
+        shape = flags_lib.bound("Partitioner.mesh_shape", (1, -1, 1))
+        mesh_shape = resolve_mesh_shape(shape, num_devices or jax.device_count())
     out = summarize(model, rules, mesh_shape, batch_size)
     width = max((len(r[0]) for r in out["rows"]), default=10)
     print(f"{'parameter':<{width}}  {'shape':<22} {'logical axes':<34} mesh spec")
@@ -116,8 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"total_params": out["total_params"], "per_module": out["per_module"],
               "mesh": dict(zip(MESH_AXES, mesh_shape)), "not_divisible": out["not_divisible"],
               "num_arrays": len(out["rows"])}
-    print(json.dumps(result))
-    return result
+    return cli.print_json(result)
 
 
 if __name__ == "__main__":

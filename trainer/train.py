@@ -6,10 +6,11 @@ Used by `python -m trainer.main` (the toy model), `python -m mulan.train` and
   1. set-up: model dir, config dump, data layout, state factory
   2. restore: newest complete checkpoint in model_dir, else `init_from`, else init
   3. compile: pure step, `jax.jit(in_shardings, out_shardings, donate_argnums)`,
-     compiled ahead of time (the compile time is logged)
+     compiled ahead of time (`compile_train_step`; the compile time is logged)
   4. loop: RNG folded by step, metrics fetched every `log_period` steps (every
      step's scalars are written), NaN guard before every save, periodic eval,
-     checkpoint every `CHECKPOINT_PERIOD`, save-and-exit on preemption.
+     media hooks (`trainer.hooks`), checkpoint every `CHECKPOINT_PERIOD`,
+     save-and-exit on preemption.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import gin
@@ -29,14 +31,16 @@ from trainer import metrics as metrics_lib
 from trainer import multihost
 from trainer.base_model import BaseModel
 from trainer.checkpoints import CheckpointConfig, Checkpointer, CheckpointRestoreError
+from trainer.hooks import MediaHook, write_media
 from trainer.input_pipeline import DataSource
 from trainer.partitioning import Partitioner
-from trainer.train_state import TrainState, make_state_factory, param_count
+from trainer.train_state import StateFactory, TrainState, abstract_state, param_count
 
 log = logging.getLogger(__name__)
 
 
-__all__ = ["train", "make_train_step", "ConfigError", "NonFiniteLossError", "CheckpointRestoreError"]
+__all__ = ["train", "make_train_step", "compile_train_step", "ConfigError", "NonFiniteLossError",
+           "CheckpointRestoreError"]
 
 
 class ConfigError(ValueError):
@@ -74,6 +78,27 @@ def make_train_step(model: BaseModel, optimizer: optax.GradientTransformation,
     return train_step
 
 
+def compile_train_step(model: BaseModel, optimizer: optax.GradientTransformation, state: StateFactory,
+                       partitioner: Partitioner, batch_size: int, ema_decay: float | None = None,
+                       lr_schedule: optax.Schedule | None = None):
+    """The step for `state` (from `abstract_state`) and a global batch of `batch_size`, lowered
+    and compiled ahead of time: (compiled step, the global batch's abstract arrays, seconds)."""
+    batch_abstract = {
+        k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=partitioner.batch_sharding(len(s.shape)))
+        for k, s in model.batch_spec(batch_size).items()
+    }
+    step_fn = jax.jit(
+        make_train_step(model, optimizer, ema_decay, lr_schedule),
+        in_shardings=(state.shardings, {k: v.sharding for k, v in batch_abstract.items()}),
+        out_shardings=(state.shardings, partitioner.replicated),
+        donate_argnums=(0,),
+    )
+    t0 = time.perf_counter()
+    with partitioner.activate():
+        compiled = step_fn.lower(state.abstract, batch_abstract).compile()
+    return compiled, batch_abstract, time.perf_counter() - t0
+
+
 def _fmt_eta(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     h, rem = divmod(seconds, 3600)
@@ -99,13 +124,13 @@ def train(
     random_seed: int = 0,
     ema_decay: float | None = None,
     lr_schedule: optax.Schedule | None = None,
-    summary_period: int = 0,
+    hooks: Sequence[MediaHook] = (),
 ) -> dict[str, Any]:
     """Trains `model` for `train_steps` steps of global batch `batch_size`.
 
-    Resumes from the newest complete checkpoint in `model_dir/checkpoints`.  Every
-    `summary_period` steps (0 = never) the model's `media_summaries` (audio, images: Noise2Music
-    samples) are written to TensorBoard.
+    Resumes from the newest complete checkpoint in `model_dir/checkpoints`.  Each of `hooks`
+    (e.g. Noise2Music's samples: audio and spectrogram images) writes to TensorBoard every
+    `hook.period` steps and at the last step.
     Returns a summary (final step, last loss, timings, where things are).
     """
     # == 1. set-up ==========================================================
@@ -123,8 +148,8 @@ def train(
     log.info("model_dir %s; %s; global batch %d", model_dir, partitioner.describe(), batch_size)
     layout = partitioner.data_layout(batch_size)
     train_iter = train_data.make_iterator(layout, seed=random_seed)
-    factory = make_state_factory(model, optimizer, partitioner, batch_size=batch_size,
-                                 ema=ema_decay is not None)
+    factory = abstract_state(model, partitioner, batch_size=batch_size, optimizer=optimizer,
+                             ema=ema_decay is not None)
     log.info("parameters: %s", f"{param_count(factory.abstract.params):,}")
 
     # == 2. restore ==========================================================
@@ -150,20 +175,8 @@ def train(
             metrics_lib.truncate_jsonl(jsonl, 0)
 
     # == 3. compile ==========================================================
-    batch_abstract = {
-        k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=partitioner.batch_sharding(len(s.shape)))
-        for k, s in model.batch_spec(batch_size).items()
-    }
-    step_fn = jax.jit(
-        make_train_step(model, optimizer, ema_decay, lr_schedule),
-        in_shardings=(factory.shardings, {k: v.sharding for k, v in batch_abstract.items()}),
-        out_shardings=(factory.shardings, partitioner.replicated),
-        donate_argnums=(0,),
-    )
-    t0 = time.perf_counter()
-    with partitioner.activate():
-        compiled = step_fn.lower(factory.abstract, batch_abstract).compile()
-    compile_seconds = time.perf_counter() - t0
+    compiled, _, compile_seconds = compile_train_step(model, optimizer, factory, partitioner, batch_size,
+                                                      ema_decay, lr_schedule)
     log.info("train step compiled ahead of time in %.1fs", compile_seconds)
     eval_fn = None
     if eval_data is not None and eval_period:
@@ -211,20 +224,12 @@ def train(
         eval_writer.write_scalars(step, sums)
         log.info("eval at step %d: %s", step, " | ".join(f"{k} {v:.4g}" for k, v in sums.items()))
 
-    def media(step: int, batch) -> None:
+    def media(step: int, batch, hook: MediaHook) -> None:
         t = time.perf_counter()
         params = state.ema_params if state.ema_params is not None else state.params
-        out = model.media_summaries(params, batch, partitioner)
-        for name, (audio, rate) in out.get("audio", {}).items():
-            writer.write_audios(step, {name: np.asarray(audio, np.float32)[..., None]}, sample_rate=int(rate))
-        if out.get("images"):
-            writer.write_images(step, {k: np.asarray(v) for k, v in out["images"].items()})
-        if out.get("texts"):
-            writer.write_texts(step, out["texts"])
-        writer.flush()
-        if out:
-            log.info("media summaries at step %d (%s) in %.1fs", step, ", ".join(
-                [*out.get("audio", {}), *out.get("images", {})]), time.perf_counter() - t)
+        names = write_media(writer, step, hook(model, params, batch, partitioner))
+        if names:
+            log.info("media at step %d (%s) in %.1fs", step, ", ".join(names), time.perf_counter() - t)
 
     step = start_step
     try:
@@ -247,8 +252,9 @@ def train(
                 ckpt.save(step, state, train_iter)
             if eval_fn and step % eval_period == 0:
                 evaluate(step)
-            if summary_period and (step % summary_period == 0 or step == train_steps):
-                media(step, batch)
+            for hook in hooks:
+                if hook.due(step, train_steps):
+                    media(step, batch, hook)
         flush(step)
         if status == "completed":
             ckpt.save(step, state, train_iter)

@@ -7,6 +7,7 @@ array directly in its shard.  No host ever holds the whole state.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Callable
 
@@ -33,22 +34,28 @@ class TrainState:
 
 @dataclasses.dataclass
 class StateFactory:
-    """The sharded train state of one model/optimizer/partitioner triple.
+    """The train state of one model / optimizer / partitioner, as shapes.
 
     Attributes:
-      abstract: the state's `jax.ShapeDtypeStruct` tree, each with its sharding.
-      shardings: the state's `NamedSharding` tree.
+      abstract: the state's `jax.ShapeDtypeStruct` tree, each with its sharding (none without a
+        partitioner).
+      logical: the logical `PartitionSpec` of every array (from the parameters' boxes).
+      shardings: the state's `NamedSharding` tree (None without a partitioner).
     """
 
     abstract: TrainState
-    shardings: TrainState
-    _init: Callable[[jax.Array], TrainState]
+    logical: TrainState
+    shardings: TrainState | None
+    _init: Callable[[jax.Array], TrainState] | None
 
     def init(self, seed: int) -> TrainState:
+        """The initial state, each array created directly in its shard."""
+        if self._init is None:
+            raise ValueError("abstract_state(partitioner=None) describes shapes only; give a partitioner to init")
         return self._init(jax.random.PRNGKey(seed))
 
 
-def _boxed_init_fn(model: BaseModel, optimizer: optax.GradientTransformation,
+def _boxed_init_fn(model: BaseModel, optimizer: optax.GradientTransformation | None,
                    batch_size: int, ema: bool) -> Callable[[jax.Array], TrainState]:
     def init(rng: jax.Array) -> TrainState:
         param_rng, state_rng = jax.random.split(rng)
@@ -57,7 +64,7 @@ def _boxed_init_fn(model: BaseModel, optimizer: optax.GradientTransformation,
             step=jnp.zeros((), jnp.int32),
             params=params,
             # optax maps over the boxes, so moments inherit the params' axes.
-            opt_state=optimizer.init(params),
+            opt_state=optimizer.init(params) if optimizer is not None else None,
             rng=state_rng,
             ema_params=params if ema else None,
         )
@@ -65,20 +72,28 @@ def _boxed_init_fn(model: BaseModel, optimizer: optax.GradientTransformation,
     return init
 
 
-def make_state_factory(
+def abstract_state(
     model: BaseModel,
-    optimizer: optax.GradientTransformation,
-    partitioner: Partitioner,
+    partitioner: Partitioner | None,
     *,
     batch_size: int,
+    optimizer: optax.GradientTransformation | None = None,
     ema: bool = False,
 ) -> StateFactory:
+    """The one place the train state's shapes and shardings come from (training, restoring a run
+    for inference, `trainer.summary`, the tests): `jax.eval_shape` of the boxed init gives the
+    logical specs, the partitioner maps them to shardings, and `init` is `jax.jit(init,
+    out_shardings=...)`.  Without an optimizer `opt_state` is None (inference needs no moments);
+    without a partitioner only shapes and logical specs are computed (any mesh size)."""
     boxed_init = _boxed_init_fn(model, optimizer, batch_size, ema)
-    with partitioner.activate():
+    ctx = partitioner.activate() if partitioner is not None else contextlib.nullcontext()
+    with ctx:
         boxed_abstract = jax.eval_shape(boxed_init, jax.random.PRNGKey(0))
-    logical_specs = nn.get_partition_spec(boxed_abstract)
-    shardings = partitioner.logical_to_sharding(logical_specs)
+    logical = nn.get_partition_spec(boxed_abstract)
     unboxed = nn.meta.unbox(boxed_abstract)
+    if partitioner is None:
+        return StateFactory(abstract=unboxed, logical=logical, shardings=None, _init=None)
+    shardings = partitioner.logical_to_sharding(logical)
     abstract = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), unboxed, shardings
     )
@@ -92,7 +107,12 @@ def make_state_factory(
         with partitioner.activate():
             return jitted(rng)
 
-    return StateFactory(abstract=abstract, shardings=shardings, _init=init_sharded)
+    return StateFactory(abstract=abstract, logical=logical, shardings=shardings, _init=init_sharded)
+
+
+def param_path(path) -> str:
+    """A parameter's key path as 'module/.../name' (what gin regexes and summaries name)."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
 def param_count(tree: Any) -> int:

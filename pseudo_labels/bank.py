@@ -1,7 +1,9 @@
-"""`python -m data.captions (--songs=F | --corpus=DIR) --out=DIR [--writers=template,midicap,lm]`.
+"""The caption bank of pseudo-labelling (docs/PAPERS.md §3): many short descriptions written for a
+list of songs, cleaned so that they fit *other* music too (what `python -m pseudo_labels.write_bank`
+runs).
 
-Builds the caption bank of pseudo-labelling (SPEC.md §3): many short descriptions written for a
-list of songs, cleaned so that they fit *other* music too.
+    stats = build(songs, out, writers, samples)         # songs: read_songs(F) or songs_from_corpus(DIR)
+    captions, tags = read_bank(out)
 
     OUT/raw.jsonl        every writer's answers per song, appended as they come (the resume log)
     OUT/captions.jsonl   the bank: {"id", "text", "song_id", "writer"} per sentence
@@ -15,7 +17,7 @@ Songs: `--songs` is JSON lines of {"id", "title", "artist" or "composer", option
 train: the captions are written for those works and then assigned to every clip by MuLan).
 
 Cleaning: each answer is split into sentences; song titles, artist and composer names (and
-catalogue numbers) are removed (`data.caption_text.remove_names`); sentences the long-form text
+catalogue numbers) are removed (`pseudo_labels.cleaning.remove_names`); sentences the long-form text
 filter of the data pipeline does not judge to be about the music are dropped; duplicates across
 the whole bank are dropped (the first writer's song is kept as the source).
 
@@ -25,7 +27,6 @@ The last stdout line is JSON.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -35,7 +36,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from data import caption_text, caption_writers
+from pseudo_labels import cleaning as caption_text
+from pseudo_labels import writers as caption_writers
 
 MOOD_TAGS = ["happy", "sad", "calm", "energetic", "relaxing", "dark", "bright", "melancholic", "uplifting",
              "dramatic", "romantic", "peaceful", "aggressive", "playful", "mysterious", "epic", "nostalgic",
@@ -283,69 +285,7 @@ def read_bank(bank_dir: str) -> tuple[list[dict], list[dict]]:
     for name in ("captions.jsonl", "tags.jsonl"):
         path = os.path.join(bank_dir, name)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} is missing: build the bank with `python -m data.captions --out {bank_dir}`")
+            raise FileNotFoundError(f"{path} is missing: build the bank with `python -m pseudo_labels.write_bank --out {bank_dir}`")
         with open(path, encoding="utf-8") as f:
             out.append([json.loads(line) for line in f if line.strip()])
     return out[0], out[1]
-
-
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_mutually_exclusive_group()
-    src.add_argument("--songs", help="JSON lines: id, title, artist/composer, midi, audio, metadata")
-    src.add_argument("--corpus", help="a built corpus folder: one song per work (default: the demo corpus, "
-                                      "built on first use)")
-    ap.add_argument("--split", default="train", help="--corpus: the split whose works are captioned ('' = all)")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--writers", default="template,midicap", help="comma-separated: lm, midicap, template, human")
-    ap.add_argument("--samples", default="lm=4,midicap=3,template=4,human=0",
-                    help="answers per song, per writer (human: 0 = all)")
-    ap.add_argument("--workers", type=int, default=4, help="songs written concurrently (the LM server's batch)")
-    ap.add_argument("--no_filter", action="store_true", help="keep sentences the text filter rejects")
-    ap.add_argument("--lm_url", default="", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
-    ap.add_argument("--lm_model", default="")
-    ap.add_argument("--lm_api", default="completions", choices=["completions", "chat"])
-    ap.add_argument("--lm_prompt_file", default="", help="few-shot prefix (default: caption_writers.FEW_SHOT)")
-    ap.add_argument("--lm_max_tokens", type=int, default=120)
-    ap.add_argument("--lm_temperature", type=float, default=0.9)
-    ap.add_argument("--lm_timeout_s", type=float, default=60.0)
-    ap.add_argument("--lm_retries", type=int, default=4)
-    ap.add_argument("--lm_api_key_env", default="OPENAI_API_KEY", help="environment variable with the key, if any")
-    ap.add_argument("--no_progress", action="store_true")
-    args = ap.parse_args(argv)
-
-    try:
-        samples = {k: int(v) for k, v in (kv.split("=") for kv in args.samples.split(",") if kv)}
-        names = [n.strip() for n in args.writers.split(",") if n.strip()]
-        for n in names:
-            samples.setdefault(n, 3)
-        lm = {}
-        if "lm" in names:
-            prompt = caption_writers.FEW_SHOT
-            if args.lm_prompt_file:
-                with open(args.lm_prompt_file, encoding="utf-8") as f:
-                    prompt = f.read()
-            lm = dict(url=args.lm_url, model=args.lm_model, api=args.lm_api, prompt=prompt,
-                      max_tokens=args.lm_max_tokens, temperature=args.lm_temperature, timeout_s=args.lm_timeout_s,
-                      retries=args.lm_retries, api_key=os.environ.get(args.lm_api_key_env, ""))
-        writers = caption_writers.make_writers(names, **lm)
-        if args.songs:
-            songs = read_songs(args.songs)
-        else:
-            from data import paths
-
-            songs = songs_from_corpus(args.corpus or paths.corpus_dir(), args.split or None)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    stats = build(songs, args.out, writers, samples, workers=args.workers, use_filter=not args.no_filter,
-                  progress=not args.no_progress)
-    print(f"caption bank: {stats['captions']} captions from {stats['songs_with_captions']}/{stats['songs']} songs, "
-          f"{stats['tags']} tags, {stats['jobs_failed']} failed (song, writer) pairs -> {stats['out']}", file=sys.stderr)
-    print(json.dumps({k: v for k, v in stats.items() if k != "per_writer"} | {"per_writer": stats["per_writer"]}),
-          flush=True)
-    return stats
-
-
-if __name__ == "__main__":
-    main()

@@ -1,5 +1,7 @@
-"""`python -m data.audit_pseudo_labels --labels=LABELS --out=DIR`: how noisy and how biased are
-the pseudo-labels?
+"""How noisy and how biased are the pseudo-labels?  The audit `python -m pseudo_labels.audit` runs.
+
+    result = audit(labels_dir)              # the labels folder of pseudo_labels.label
+    files = write(result, out)              # audit.json, audit.md and the PNG plots
 
 On a corpus with ground-truth metadata (the manifest's `tags`: instrument, genre, style, tempo,
 mode, dance, ensemble), every assigned caption and tag is read for the attribute values it
@@ -22,7 +24,6 @@ PNG plots; the last stdout line is JSON.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -32,6 +33,7 @@ import sys
 import numpy as np
 
 from data import weak_text
+from pseudo_labels.bank import read_bank
 
 ATTRIBUTES = ("instrument", "genre", "style", "tempo", "mode", "dance", "ensemble")
 _TEMPO_PHRASES = {
@@ -150,8 +152,6 @@ def attribute_metrics(pairs: list[tuple[set, list[str]]], values: list[str]) -> 
 
 
 def audit(labels_dir: str, corpus_dir: str | None = None, seed: int = 0) -> dict:
-    from data.captions import read_bank
-
     with open(os.path.join(labels_dir, "pseudo_labels.json"), encoding="utf-8") as f:
         cfg = json.load(f)
     corpus_dir = corpus_dir or cfg["corpus_dir"]
@@ -344,42 +344,28 @@ def plots(result: dict, out: str) -> list[str]:
     return files
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--labels", required=True, help="a folder built by data.pseudo_labels")
-    ap.add_argument("--corpus", default=None, help="the corpus with the truth (default: the one labelled)")
-    ap.add_argument("--out", default=None, help="output folder (default LABELS/audit)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the random-caption baseline")
-    args = ap.parse_args(argv)
-    out = os.path.abspath(args.out or os.path.join(args.labels, "audit"))
-    try:
-        result = audit(args.labels, args.corpus, args.seed)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+def write(result: dict, out: str) -> list[str]:
+    """`out/audit.json`, `out/audit.md` and the plots; returns the files written."""
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "audit.json"), "w", encoding="utf-8") as f:
+    files = [os.path.join(out, "audit.json"), os.path.join(out, "audit.md")]
+    with open(files[0], "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
-    md = markdown(result)
-    with open(os.path.join(out, "audit.md"), "w", encoding="utf-8") as f:
-        f.write(md)
-    files = plots(result, out)
-    print(md, file=sys.stderr)
-    print(f"audit written to {out} (audit.json, audit.md, {len(files)} plots)", file=sys.stderr)
-    summary = {"out": out, "clips": result["clips"], "own_song_caption_rate": result["own_song_caption_rate"]}
+    with open(files[1], "w", encoding="utf-8") as f:
+        f.write(markdown(result))
+    return files + plots(result, out)
+
+
+def summary(result: dict, out: str) -> dict:
+    """The audit's headline figures (the binary's JSON line)."""
+    s = {"out": out, "clips": result["clips"], "own_song_caption_rate": result["own_song_caption_rate"]}
     for split in result["splits"]:
         for kind in ("captions", "tags"):
             h = headline(result, split, kind)
-            summary[f"{split}_{kind}_agreement"], summary[f"{split}_{kind}_random_agreement"] = h["pseudo"], h["random"]
+            s[f"{split}_{kind}_agreement"], s[f"{split}_{kind}_random_agreement"] = h["pseudo"], h["random"]
             if kind == "captions":
-                summary[f"{split}_captions_own_song_agreement"] = h["own_song"]
-    summary["per_attribute"] = {a: {"agreement": r["captions"]["pseudo"]["agreement"],
-                                    "random": r["captions"]["random"]["agreement"],
-                                    "asymmetry": r["captions"]["pseudo"]["asymmetry"],
-                                    "tvd": r["captions"]["pseudo"]["tvd"]} for a, r in result["splits"]["all"].items()}
-    print(json.dumps(summary), flush=True)
-    return summary
-
-
-if __name__ == "__main__":
-    main()
+                s[f"{split}_captions_own_song_agreement"] = h["own_song"]
+    s["per_attribute"] = {a: {"agreement": r["captions"]["pseudo"]["agreement"],
+                              "random": r["captions"]["random"]["agreement"],
+                              "asymmetry": r["captions"]["pseudo"]["asymmetry"],
+                              "tvd": r["captions"]["pseudo"]["tvd"]} for a, r in result["splits"]["all"].items()}
+    return s

@@ -1,0 +1,128 @@
+"""Embedding with a trained MuLan into an embedding store (`data.embedding_store`): what
+`python -m mulan.embed` and the pseudo-label build (`pseudo_labels.labelling`) run.
+
+    enc = Encoder.from_run(model_dir)
+    embed_texts_to(enc, out, ids, texts, kind="captions")        # OUT/captions-*.npy + captions_index.jsonl
+    summary, failures = embed_audio_to(enc, out, [{"id", "path"}, ...], kind="clips")
+
+Audio is read and embedded `chunk` clips at a time (memory stays bounded on a large corpus); a
+clip is the mean over its non-overlapping 10 s windows.  Unreadable files are returned as failures,
+never fatal.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+from data.embedding_store import write_shards
+
+
+def read_texts(path: str) -> tuple[list[str], list[str]]:
+    """--texts: a .jsonl file of {"id", "text"} rows, or plain text with one text per line
+    (ids text0, text1, ...)."""
+    ids, texts = [], []
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".jsonl"):
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        r = json.loads(line)
+                        ids.append(str(r["id"])), texts.append(str(r["text"]))
+                    except (json.JSONDecodeError, KeyError, TypeError) as e:
+                        raise ValueError(f"{path}:{n}: expected a JSON object with 'id' and 'text' ({e})") from None
+        else:
+            texts = [line.rstrip("\n") for line in f if line.strip()]
+            ids = [f"text{i}" for i in range(len(texts))]
+    return ids, texts
+
+
+def embed_texts_to(enc, out: str, ids: list[str], texts: list[str], kind: str = "text", shard_size: int = 4096,
+                   fmt: str = "npy", progress: bool = True) -> dict:
+    """Embeds `texts` and writes OUT/{kind}-*.npy + OUT/{kind}_index.jsonl."""
+    from tqdm import tqdm
+
+    os.makedirs(out, exist_ok=True)
+    toks, _ = enc.tokenize(texts)
+    truncated = int(sum(1 for t in toks if t[-1] != 0))
+    with tqdm(total=len(texts), desc=f"embed {kind}", unit="text", file=sys.stderr, disable=not progress) as pb:
+        emb = enc.embed_texts(texts, progress=pb.update)
+    files = write_shards(out, kind, ids, emb, [{"text": t} for t in texts], shard_size, fmt)
+    return {"texts": len(texts), "texts_truncated": truncated, "text_shards": len(files),
+            "text_index": os.path.join(os.path.abspath(out), f"{kind}_index.jsonl")}
+
+
+def embed_audio_to(enc, out: str, inputs: list[dict], kind: str = "audio", shard_size: int = 4096,
+                   fmt: str = "npy", progress: bool = True, chunk: int = 256) -> tuple[dict, list[dict]]:
+    """Reads and embeds `inputs` ({"id", "path"}) `chunk` clips at a time (memory stays bounded
+    on a large corpus) and writes OUT/{kind}-*.npy + OUT/{kind}_index.jsonl.  Unreadable files
+    are returned as failures, never fatal."""
+    from tqdm import tqdm
+
+    from data.audio import AudioError, load_audio
+
+    os.makedirs(out, exist_ok=True)
+    sr = enc.model.frontend.sample_rate
+    ids, embs, extra, failures = [], [], [], []
+    with tqdm(total=len(inputs), desc=f"embed {kind}", unit="clip", file=sys.stderr, disable=not progress) as pb:
+        for s in range(0, len(inputs), chunk):
+            clips = []
+            for item in inputs[s:s + chunk]:
+                try:
+                    clips.append(load_audio(item["path"], sr)[0])
+                except AudioError as e:
+                    failures.append({"id": item["id"], "path": item["path"], "reason": str(e)})
+                    pb.update(1)
+                    continue
+                ids.append(item["id"])
+                extra.append({"path": item["path"], "seconds": round(len(clips[-1]) / sr, 3),
+                              "windows": max(1, len(clips[-1]) // enc.window)})
+            if clips:
+                embs.append(enc.embed_audio_clips(clips))
+                pb.update(len(clips))
+    emb = np.concatenate(embs) if embs else np.zeros((0, enc.dim), np.float32)
+    files = write_shards(out, kind, ids, emb, extra, shard_size, fmt)
+    return {"audio_clips": len(ids), "audio_windows": sum(e["windows"] for e in extra), "audio_shards": len(files),
+            "audio_index": os.path.join(os.path.abspath(out), f"{kind}_index.jsonl")}, failures
+
+
+def audio_inputs(audio_dir: str | None = None, manifest: str | None = None, split: str = "") -> list[dict]:
+    """{"id", "path"} of every audio file under `audio_dir` (ids relative to it), or of the rows of
+    a manifest (`data.manifest`; its `split` rows only, when given)."""
+    from data.audio import AUDIO_EXTENSIONS
+    from data.manifest import read_manifest
+
+    if audio_dir:
+        paths = sorted(os.path.join(root, f) for root, _, files in os.walk(audio_dir) for f in files
+                       if os.path.splitext(f)[1].lower() in AUDIO_EXTENSIONS)
+        return [{"id": os.path.relpath(p, audio_dir), "path": p} for p in paths]
+    rows = read_manifest(manifest)
+    if split:
+        rows = [r for r in rows if r.get("split") == split]
+    return [{"id": r["clip_id"], "path": r["_path"]} for r in rows]
+
+
+def embed_task_to(enc, out: str, task: str, split: str = "test", limit: int | None = None, kind: str = "audio",
+                  shard_size: int = 4096, fmt: str = "npy", progress: bool = True) -> dict:
+    """Embeds a registered seqio task's `audio` (ids from `clip_id`) into OUT/{kind}-*."""
+    import seqio
+    from tqdm import tqdm
+
+    ds = seqio.get_mixture_or_task(task).get_dataset(sequence_length=None, split=split, shuffle=False, num_epochs=1)
+    ids, clips, extra = [], [], []
+    for i, ex in enumerate(ds.as_numpy_iterator()):
+        if limit is not None and i >= limit:
+            break
+        cid = ex.get("clip_id", f"{task}:{split}:{i}".encode())
+        ids.append(cid.decode() if isinstance(cid, bytes) else str(cid))
+        clips.append(np.asarray(ex["audio"], np.float32))
+        extra.append({"source": f"{task}:{split}", "seconds": round(len(clips[-1]) / 16000, 3),
+                      "windows": max(1, len(clips[-1]) // enc.window)})
+    n_windows = sum(e["windows"] for e in extra)
+    with tqdm(total=n_windows, desc=f"embed {kind}", unit="window", file=sys.stderr, disable=not progress) as pb:
+        emb = enc.embed_audio_clips(clips, progress=pb.update)
+    files = write_shards(out, kind, ids, emb, extra, shard_size, fmt)
+    return {"audio_clips": len(ids), "audio_windows": n_windows, "audio_shards": len(files),
+            "audio_index": os.path.join(os.path.abspath(out), f"{kind}_index.jsonl")}

@@ -1,0 +1,126 @@
+"""A training run loaded for inference: its model rebuilt from its own `config.gin` and its
+parameters (EMA where the run kept them) restored through the run's `Checkpointer`.
+
+    run = restore.load(model_dir, expect=MulanModel)          # newest step, EMA weights
+    run.model, run.params, run.partitioner, run.step, run.which, run.checkpoint
+
+Used by `mulan.inference` and `noise2music.cascade`.  The run's `config.gin` names the modules
+that register its configurables (gin `import` lines), so nothing has to be imported first.  No
+optimizer state is read.  Parameters are laid out on a mesh (default: all devices on 'fsdp', the
+run's own logical axis rules).
+
+Runs written before a module moved or a setting went still load: `upgrade_config` rewrites their
+`config.gin` in today's names (`configs.MOVED_MODULES`, `RENAMED_CONFIGURABLES`,
+`REMOVED_BINDINGS`), with a warning naming what it changed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import gin
+
+import configs
+from trainer import flags as flags_lib
+from trainer.checkpoints import Checkpointer
+from trainer.partitioning import Partitioner
+from trainer.train_state import abstract_state
+
+log = logging.getLogger(__name__)
+
+
+class ModelDirError(ValueError):
+    """A model dir that cannot be loaded; the message names the file at fault."""
+
+
+def upgrade_config(text: str) -> tuple[str, list[str]]:
+    """A `config.gin` as gin wrote it for an older layout, in today's names (see `configs`); and
+    what changed.  A config of today's layout comes back unchanged."""
+    notes, lines, out, dropping = [], text.splitlines(), [], False
+    for line in lines:
+        if dropping and line[:1].isspace():       # the continuation of a dropped binding
+            continue
+        dropping = False
+        m = re.match(r"import ([\w.]+)(\s+as\s+\w+)?\s*$", line)
+        if m and m.group(1) in configs.MOVED_MODULES:
+            new = configs.MOVED_MODULES[m.group(1)]
+            notes.append(f"module {m.group(1)} -> {new or '(gone)'}")
+            if new:
+                out.append(f"import {new}{m.group(2) or ''}")
+            continue
+        m = re.match(r"(?:[\w.]+/)*(?:[\w]+\.)*?(\w+)\.(\w+)\s*=", line)
+        if m and (m.group(1) in configs.REMOVED_BINDINGS or f"{m.group(1)}.{m.group(2)}" in configs.REMOVED_BINDINGS):
+            notes.append(f"binding {m.group(1)}.{m.group(2)} (no longer exists; dropped)")
+            dropping = True
+            continue
+        for old, new in configs.RENAMED_CONFIGURABLES.items():
+            renamed = re.sub(rf"(?<![\w.]){re.escape(old)}\b", new, line)
+            if renamed != line:
+                notes.append(f"{old} -> {new}")
+                line = renamed
+        out.append(line)
+    return "\n".join(out) + "\n", sorted(set(notes))
+
+
+def model_from_config(config_path: str, expect: type, bindings: Sequence[str] = ()) -> tuple[Any, Any, bool]:
+    """Parses a run's `config.gin` and builds its `train.model`: (model, logical axis rules or
+    None, whether the run kept EMA parameters).  The run's config stays parsed (callers may query
+    it) until the next load clears it, so runs of several models load one after another."""
+    with open(config_path, encoding="utf-8") as f:
+        text, notes = upgrade_config(f.read())
+    if notes:
+        log.warning("%s was written by an older layout; read with: %s", config_path, "; ".join(notes))
+    gin.clear_config()
+    try:
+        gin.parse_config(text)
+        for b in bindings:
+            gin.parse_config(b)
+        model = flags_lib.bound("train.model")
+    except Exception as e:  # gin raises ValueError/KeyError/ImportError with the binding at fault.
+        gin.clear_config()
+        raise ModelDirError(f"{config_path}: cannot rebuild the model ({type(e).__name__}: {e}).") from e
+    rules = flags_lib.bound("Partitioner.logical_axis_rules", None)
+    has_ema = flags_lib.bound("train.ema_decay", None) is not None
+    if not isinstance(model, expect):
+        raise ModelDirError(f"{config_path}: train.model is {type(model).__name__}, not a {expect.__name__}.")
+    return model, rules, has_ema
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    model: Any
+    params: Any
+    partitioner: Partitioner
+    step: int
+    model_dir: str
+    which: str           # 'EMA params' or 'params'
+    checkpoint: str      # the step's directory
+
+
+def load(model_dir: str, *, expect: type, step: int | None = None, use_ema: bool = True,
+         bindings: Sequence[str] = (), mesh_shape: Sequence[int] = (1, -1, 1)) -> LoadedRun:
+    model_dir = os.path.abspath(model_dir)
+    config = os.path.join(model_dir, "config.gin")
+    if not os.path.exists(config):
+        raise ModelDirError(f"{config}: missing (is {model_dir} a training run's --model_dir?).")
+    if not os.path.isdir(os.path.join(model_dir, "checkpoints")):
+        raise ModelDirError(f"{model_dir}/checkpoints: no complete checkpoint to load.")
+    ckpt = Checkpointer(model_dir, read_only=True)
+    latest = ckpt.latest_step()
+    if latest is None:
+        raise ModelDirError(f"{ckpt.directory}: no complete checkpoint to load.")
+    step = latest if step is None else step
+    if step not in ckpt.all_steps():
+        raise ModelDirError(f"{ckpt.step_dir(step)}: no checkpoint at step {step} (have: {ckpt.all_steps()}).")
+    model, rules, has_ema = model_from_config(config, expect, bindings)
+    partitioner = Partitioner(mesh_shape=tuple(mesh_shape), **({"logical_axis_rules": rules} if rules else {}))
+    abstract = abstract_state(model, partitioner, batch_size=1).abstract.params
+    key, which = ("ema_params", "EMA params") if use_ema and has_ema else ("params", "params")
+    params = ckpt.restore_params(step, abstract, key=key)
+    ckpt.close()
+    log.info("loaded %s step %d (%s)", model_dir, step, which)
+    return LoadedRun(model, params, partitioner, step, model_dir, which, str(ckpt.step_dir(step)))
