@@ -20,22 +20,11 @@ from typing import Iterator
 PACKAGES = ("common", "layers", "trainer", "data", "mulan", "pseudo_labels", "noise2music", "music_eval")
 
 
-class _GinProbeFilter(logging.Filter):
-    """Drops gin's 'Path not found' ERROR, logged when it probes an include such as
-    'datasets/corpus.gin' as a Python package path before finding it on the search path."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.pathname.endswith("resource_reader.py") and record.msg == "Path not found: %s")
-
-
 def setup_logging() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s", datefmt="%H:%M:%S")
     for name in PACKAGES:
         logging.getLogger(name).setLevel(logging.INFO)
-    for h in logging.getLogger().handlers:
-        if not any(isinstance(f, _GinProbeFilter) for f in h.filters):
-            h.addFilter(_GinProbeFilter())
 
 
 def fail(message: str, code: int = 2) -> None:

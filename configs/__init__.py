@@ -14,8 +14,16 @@ MOVED_MODULES: dict[str, str | None] = {
     "mulan.frontend": "layers.audio_frontend",
 }
 
-RENAMED_CONFIGURABLES: dict[str, str] = {}
+RENAMED_CONFIGURABLES: dict[str, str] = {
+    "MulanFeatureConverter": "AudioTextFeatureConverter",
+}
 
 REMOVED_BINDINGS: tuple[str, ...] = (
-    "train.summary_period",
+    "train.summary_period",             # now a hook: train.hooks = [@SampleSummaries()]
+    "corpus_dir",                       # data.paths.corpus_dir.path: now corpus_task.corpus_dir
+    "text_mixture",                     # now corpus_task.text_weights
+    "n2m_crop",                         # the crop is AUDIO_SAMPLES at SOURCE_RATE
+    "n2m_mixture_rates",                # now corpus_task.mixture_rates
+    "pseudo_label_matching",            # now PseudoLabelMatching
+    "bert_vocab_path",                  # now BertWordPieceVocabulary.path (TEXT_VOCAB)
 )

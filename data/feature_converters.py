@@ -1,4 +1,4 @@
-"""Feature converters: task features -> fixed-shape model batches."""
+"""Feature converters: task features -> fixed-shape model batches (MuLan and every Noise2Music stage)."""
 from __future__ import annotations
 
 import gin
@@ -7,7 +7,7 @@ import tensorflow as tf
 
 
 @gin.register
-class MulanFeatureConverter(seqio.FeatureConverter):
+class AudioTextFeatureConverter(seqio.FeatureConverter):
     """`audio` [T] float32 (T = `task_feature_lengths['audio']`, checked against the crop) and `text_tokens` padded with 0 ([PAD]) to
     `task_feature_lengths['text_tokens']`; a `text_mask` (1 = real token) is added. No packing."""
 
@@ -24,7 +24,7 @@ class MulanFeatureConverter(seqio.FeatureConverter):
 
     def __init__(self, pack: bool = False, **kwargs):
         if pack:
-            raise ValueError("MulanFeatureConverter does not pack")
+            raise ValueError("AudioTextFeatureConverter does not pack")
         super().__init__(pack=False, **kwargs)
 
     def _convert_features(self, ds, task_feature_lengths):

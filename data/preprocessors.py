@@ -6,6 +6,8 @@ can be checkpointed and restored exactly (the trainer saves the tf.data iterator
 """
 from __future__ import annotations
 
+import dataclasses
+
 import gin
 import numpy as np
 import seqio
@@ -14,7 +16,7 @@ import tensorflow as tf
 from data import weak_text
 
 SOURCES = weak_text.SOURCES
-# MuLan mixes short-form : long-form : playlist : class-label text 2 : 2 : 1 : 1 (SPEC §1).
+# MuLan mixes short-form : long-form : playlist : class-label text 2 : 2 : 1 : 1 (docs/PAPERS.md §1).
 DEFAULT_TEXT_WEIGHTS = (2.0, 2.0, 1.0, 1.0)
 
 
@@ -160,21 +162,27 @@ def select(keys):
 
 
 @gin.configurable
-def pseudo_label_matching(labels_dir: str | None = gin.REQUIRED, dtype: str = "float32", batch_size: int = 128,
-                          k_prime: int | None = None, tag_k_prime: int | None = None, seed: int | None = None,
-                          metadata_sources=("short",)):
-    """The settings of the inline matcher (gin: `pseudo_label_matching.*`; `labels_dir` is the
-    macro PSEUDO_LABELS_DIR).  `k_prime`, `tag_k_prime`, `seed`: None = as built (the top-K size
-    K is fixed by the folder's counting pass).  `metadata_sources`: weak-text sources whose
-    (filtered) texts, joined, are one more text option per clip."""
-    if not labels_dir:
-        raise ValueError("PSEUDO_LABELS_DIR (gin `pseudo_label_matching.labels_dir`) is not set: build a folder "
-                         "with `python -m data.pseudo_labels` and bind PSEUDO_LABELS_DIR to it")
-    bad = [s for s in metadata_sources if s not in SOURCES]
-    if bad:
-        raise ValueError(f"pseudo_label_matching.metadata_sources: unknown {bad}; choose from {SOURCES}")
-    return dict(labels_dir=labels_dir, dtype=dtype, batch_size=batch_size, k_prime=k_prime,
-                tag_k_prime=tag_k_prime, seed=seed, metadata_sources=tuple(metadata_sources))
+@dataclasses.dataclass(frozen=True)
+class PseudoLabelMatching:
+    """The settings of the inline matcher (gin: `PseudoLabelMatching.*`; `labels_dir` is the
+    macro PSEUDO_LABELS_DIR, a folder built by `python -m pseudo_labels.label`).  `k_prime`,
+    `tag_k_prime`, `seed`: None = as built (the top-K size K is fixed by the folder's counting
+    pass).  `metadata_sources`: weak-text sources whose (filtered) texts, joined, are one more
+    text option per clip."""
+
+    labels_dir: str | None = None
+    dtype: str = "float32"
+    batch_size: int = 128
+    k_prime: int | None = None
+    tag_k_prime: int | None = None
+    seed: int | None = None
+    metadata_sources: tuple[str, ...] = ("short",)
+
+    def __post_init__(self):
+        object.__setattr__(self, "metadata_sources", tuple(self.metadata_sources))
+        bad = [s for s in self.metadata_sources if s not in SOURCES]
+        if bad:
+            raise ValueError(f"PseudoLabelMatching.metadata_sources: unknown {bad}; choose from {SOURCES}")
 
 
 class MatchPseudoLabels:
@@ -184,22 +192,24 @@ class MatchPseudoLabels:
     embeddings matched against the in-memory bank in one exact top-K search, K' captions and tags
     drawn by inverse selection frequency, and the batch split again.  Adds `pl_options` (string
     [M]: each drawn caption, the drawn tags joined and chunked to the text length, and the
-    metadata option) and `pl_caption_ids` / `pl_tag_ids` (bank rows).  Settings:
-    `pseudo_label_matching` (read when the dataset is built)."""
+    metadata option) and `pl_caption_ids` / `pl_tag_ids` (bank rows)."""
 
     __name__ = "match_pseudo_labels"
 
-    def __call__(self, dataset, sequence_length=None, output_features=None):
-        from data.pseudo_labels import PseudoLabeler
+    def __init__(self, settings: PseudoLabelMatching):
+        self.settings = settings
 
-        cfg = pseudo_label_matching()
-        lab = PseudoLabeler.get(cfg["labels_dir"], cfg["dtype"])
+    def __call__(self, dataset, sequence_length=None, output_features=None):
+        from data.pseudo_label_index import PseudoLabeler
+
+        cfg = self.settings
+        lab = PseudoLabeler.get(cfg.labels_dir, cfg.dtype)
         max_tokens, count = None, None
         if sequence_length and sequence_length.get("text_tokens") and output_features:
             vocab = output_features["text_tokens"].vocabulary
             max_tokens = int(sequence_length["text_tokens"]) - 2  # [CLS] ... [SEP]
             count = lambda s: len(vocab.encode(s))
-        draw = {k: cfg[k] for k in ("k_prime", "tag_k_prime", "seed")}
+        draw = {k: getattr(cfg, k) for k in ("k_prime", "tag_k_prime", "seed")}
 
         def py(clip_ids):
             opts, lab_out = lab.options([c.decode() for c in clip_ids], max_tokens, count, **draw)
@@ -216,7 +226,7 @@ class MatchPseudoLabels:
             batch["pl_tag_ids"] = tf.ensure_shape(tags, [None, None])
             return batch
 
-        sources = cfg["metadata_sources"]
+        sources = cfg.metadata_sources
 
         def add_metadata(ex):
             ex = dict(ex)
@@ -228,7 +238,7 @@ class MatchPseudoLabels:
             ex["pl_options"] = opts
             return ex
 
-        ds = dataset.ragged_batch(cfg["batch_size"]).map(match, num_parallel_calls=2).unbatch()
+        ds = dataset.ragged_batch(cfg.batch_size).map(match, num_parallel_calls=2).unbatch()
         return ds.map(add_metadata, num_parallel_calls=tf.data.AUTOTUNE)
 
 

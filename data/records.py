@@ -1,6 +1,5 @@
-r"""Clips -> sharded TFRecord files that a seqio source reads; users' own audio folders too.
-
-    python -m data.records --audio_dir=/music --texts=/music/texts.jsonl --out=/data/my_corpus
+r"""Clips -> sharded TFRecord files that a seqio source reads; users' own audio folders too
+(`ingest`, what `python -m data.ingest --audio_dir=/music --texts=/music/texts.jsonl --out=DIR` runs).
 
 One `tf.train.Example` per clip: `clip_id`, `work_id`, `audio` (16-bit PCM, little endian),
 `sample_rate`, `num_samples`, the four text sources `text_{short,long,playlist,label}` with the text
@@ -15,7 +14,6 @@ skipped and listed in `failures.jsonl` with the reason; nothing else is lost.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -190,29 +188,3 @@ def ingest(audio_dir: str, texts_path: str, out: str, *, sample_rate: int = 1600
             f.write(json.dumps(x) + "\n")
     return dict(out=os.path.abspath(out), audio_files=len(files), with_text=len(items), splits=info,
                 failures=len(failures))
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Users' audio + texts JSONL -> sharded TFRecords for seqio.")
-    ap.add_argument("--audio_dir", required=True)
-    ap.add_argument("--texts", required=True, help="JSONL, one row per audio file")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--sample_rate", type=int, default=16000)
-    ap.add_argument("--per_shard", type=int, default=64)
-    ap.add_argument("--no_progress", action="store_true")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    for p, what in ((a.audio_dir, "--audio_dir"), (a.texts, "--texts")):
-        if not os.path.exists(p):
-            ap.error(f"{what}={p} does not exist")
-    r = ingest(a.audio_dir, a.texts, a.out, sample_rate=a.sample_rate, per_shard=a.per_shard,
-               progress=not a.no_progress)
-    print(f"[records] {r['with_text']} of {r['audio_files']} audio files had texts; {r['failures']} problems "
-          f"listed in {r['out']}/records/failures.jsonl")
-    print(f"[records] records written to {r['out']}/records")
-    print(json.dumps(r))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,182 +1,147 @@
-"""Every seqio task of the project, registered explicitly here (import this module to get them).
+"""Every seqio task of the project, registered from frozen settings when a config asks for one.
 
-MuLan on the weakly associated text of a corpus (the corpus folder is the gin macro `CORPUS_DIR`,
-resolved when a dataset is built, not at import):
+A run's gin config names its task (the `TASK` macro) and the settings it is built from; the
+configurable `corpus_task` registers it and returns its name, when the config is evaluated:
 
-* `mulan_weak_text`: train split; a random 10 s crop (stateless seed) resampled to 16 kHz as a
-  `ContinuousFeature` `audio`; one text per clip per epoch drawn from short-form : long-form :
-  playlist : class-label text at 2 : 2 : 1 : 1 (`choose_text.weights`, a gin setting), with the
-  text filter applied; `text_tokens` = [CLS] WordPiece... [SEP].
+    SeqioData.mixture_or_task_name = @corpus_task()         # configs/datasets/corpus.gin
+    corpus_task.name = %TASK
+    corpus_task.corpus_dir = %CORPUS_DIR                    # None: the demo corpus in the cache
+    corpus_task.audio_samples = %AUDIO_SAMPLES              # the crop, at sample_rate = %SOURCE_RATE
+    corpus_task.vocabulary = %TEXT_VOCAB
+
+Every setting is fixed when the task is registered (mt3's way), so nothing reads gin while tf.data
+builds or iterates a dataset, and the crop is the model's `AUDIO_SAMPLES` by construction.  The
+corpus must be built already (`python -m data.build_corpus`); a missing one is a
+`FileNotFoundError` naming that command.
+
+Tasks (`TASKS`), on the weakly associated text or the MuLan pseudo-labels of a corpus:
+
+* `mulan_weak_text`: train split; a random crop (stateless seed) as a `ContinuousFeature`
+  `audio`; one text per clip per epoch drawn from short-form : long-form : playlist : class-label
+  text at `text_weights` (2 : 2 : 1 : 1, docs/PAPERS.md §1), with the text filter applied;
+  `text_tokens` = [CLS] WordPiece... [SEP].
 * `mulan_weak_text_unfiltered`: the same without the text filter (the paper found it often does
   as well).
 * `mulan_eval`: the held-out works (test split): the first 10 s, every text source and the
-  ground-truth tags (`tag_instrument`, `tag_genre`, `tag_style`, ...) as string features, and
-  the clip id, for zero-shot tagging and retrieval.
+  ground-truth tags (`tag_instrument`, `tag_genre`, ...) as string features, and the clip id.
+* `n2m_weak_text`: Noise2Music's crop with the weak text of `mulan_weak_text` (features `audio`,
+  `text_tokens`, `text`, `clip_id`).
+* `n2m_pseudo_labels`: the clip's MuLan pseudo-labels matched inline (docs/PAPERS.md §3;
+  `preprocessors.MatchPseudoLabels` with the frozen `PseudoLabelMatching` settings: exact top-K
+  of the in-memory bank, K' drawn by inverse selection frequency) and one text option per clip per
+  step (`choose_pseudo_label_text`); same features.
+* `n2m_pseudo_labels_and_weak_text`: a mixture of the two at `mixture_rates`.
 
-Noise2Music on pseudo-labels (SPEC §3; the folder of `python -m data.pseudo_labels` is the gin
-macro `PSEUDO_LABELS_DIR`, bound in configs/datasets/pseudo_labels.gin):
-
-* `n2m_pseudo_labels`: train split; a random crop of `n2m_crop.seconds` at `n2m_crop.sample_rate`
-  (16 kHz; 24 kHz reads the corpus's `records_24000/`); the clip's
-  MuLan pseudo-labels matched inline (`preprocessors.MatchPseudoLabels`: exact top-K of the
-  in-memory bank, K' drawn by inverse selection frequency) and one text option per clip per step
-  (`choose_pseudo_label_text`); features `audio`, `text_tokens`, and `text`, `clip_id`.
-* `n2m_weak_text`: the same crop with the weak text of `mulan_weak_text` (same features).
-* `n2m_pseudo_labels_and_weak_text`: a mixture of the two, rates `n2m_mixture_rates` (gin).
-
-Per-host sharding is the trainer's (`SeqioData` passes the partitioner's `ShardInfo`; seqio
-shards record files across hosts).
+A crop at a rate other than 16 kHz reads the corpus's `records_<rate>/` (super-resolution's 24 kHz).
+Per-host sharding is the trainer's (`SeqioData` passes the partitioner's `ShardInfo`).
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 import gin
 import seqio
 import tensorflow as tf
 
 from data import paths, preprocessors, records
+from data.preprocessors import MatchPseudoLabels, PseudoLabelMatching
 from data.vocab import BertWordPieceVocabulary
 
 MODEL_RATE = 16000
-CROP_SECONDS = 10.0
-TEXT_VOCAB = BertWordPieceVocabulary()  # path from gin `bert_vocab_path.path` (MiniLM by default)
-
-
-class _CorpusPatterns(Mapping):
-    """split -> record file pattern under the current `CORPUS_DIR`, looked up when read: the 16 kHz
-    records (`records/`), or those at `rate()` Hz (`records_<rate>/`, written when the corpus was
-    built with that rate in `--sample_rates`)."""
-
-    SPLITS = ("train", "test")
-
-    def __init__(self, rate=lambda: MODEL_RATE):
-        self.rate = rate
-
-    def __getitem__(self, split):
-        if split not in self.SPLITS:
-            raise KeyError(split)
-        root, rate = paths.corpus_dir(), self.rate()
-        sub = records.records_dir_name(rate)
-        if not os.path.isdir(os.path.join(root, sub)):
-            raise FileNotFoundError(f"{root}/{sub}: the corpus has no records at {rate} Hz (wanted by "
-                                    f"data.tasks.n2m_crop.sample_rate); rebuild it with "
-                                    f"`python -m data.build_corpus ... --sample_rates=16000,{rate}`")
-        return os.path.join(root, sub, f"{split}-*.tfrecord")
-
-    def __iter__(self):
-        return iter(self.SPLITS)
-
-    def __len__(self):
-        return len(self.SPLITS)
-
-
-def corpus_source(rate=lambda: MODEL_RATE) -> seqio.TFExampleDataSource:
-    return seqio.TFExampleDataSource(_CorpusPatterns(rate), feature_description=records.feature_spec())
-
-
-@gin.configurable
-def text_mixture(weights=preprocessors.DEFAULT_TEXT_WEIGHTS):
-    """The per-source text weights of the MuLan tasks (short, long, playlist, label)."""
-    return tuple(weights)
-
-
-class _LazyChooseText:
-    """`choose_text` with weights read from gin when the dataset is built, not at import."""
-
-    def __init__(self, filter_text: bool):
-        self.filter_text = filter_text
-        self.__name__ = f"choose_text(filter_text={filter_text})"
-
-    def __call__(self, dataset):
-        # Seeds come from seqio's map-seed context, which is active while this runs.
-        return preprocessors.choose_text(text_mixture(), filter_text=self.filter_text)(dataset)
-
-
-MULAN_FEATURES = {
-    "audio": seqio.ContinuousFeature(dtype=tf.float32, rank=1),
-    "text_tokens": seqio.Feature(TEXT_VOCAB, add_eos=True, dtype=tf.int32),
-}
-
-
-def _register_audio_text(name: str, crop, choose: list, keys: list[str], rate=lambda: MODEL_RATE):
-    """A train task on the corpus: crop, one text per clip per step, WordPiece tokens."""
-    seqio.TaskRegistry.remove(name)
-    seqio.TaskRegistry.add(
-        name,
-        source=corpus_source(rate),
-        preprocessors=[
-            preprocessors.densify_dataset,
-            crop,
-            preprocessors.drop_silent,
-            *choose,
-            preprocessors.drop_empty_text,
-            preprocessors.tokenize_bert("text", "text_tokens"),
-            seqio.preprocessors.append_eos_after_trim,
-            preprocessors.select(keys),
-        ],
-        output_features=MULAN_FEATURES,
-    )
-
-
-def _register_mulan_train(name: str, filter_text: bool):
-    _register_audio_text(name, preprocessors.random_crop(CROP_SECONDS, MODEL_RATE), [_LazyChooseText(filter_text)],
-                         ["audio", "text_tokens"])
-
-
-_register_mulan_train("mulan_weak_text", filter_text=True)
-_register_mulan_train("mulan_weak_text_unfiltered", filter_text=False)
-
+EVAL_SECONDS = 10.0
+TASKS = ("mulan_weak_text", "mulan_weak_text_unfiltered", "mulan_eval", "n2m_weak_text", "n2m_pseudo_labels",
+         "n2m_pseudo_labels_and_weak_text")
+_TRAIN_KEYS = {"mulan": ["audio", "text_tokens"], "n2m": ["audio", "text_tokens", "text", "clip_id"]}
 _EVAL_KEYS = ["audio", "clip_id", "work_id"] + [f"text_{s}" for s in preprocessors.SOURCES] + [
     f"tag_{a}" for a in records.TAG_ATTRIBUTES]
-seqio.TaskRegistry.remove("mulan_eval")
-seqio.TaskRegistry.add(
-    "mulan_eval",
-    source=corpus_source(),
-    preprocessors=[
+
+
+def corpus_source(corpus_dir: str, rate: int = MODEL_RATE) -> seqio.TFExampleDataSource:
+    """The corpus's records at `rate` (`records/` for 16 kHz, `records_<rate>/` otherwise)."""
+    sub = os.path.join(corpus_dir, records.records_dir_name(rate))
+    if not os.path.isdir(sub):
+        raise FileNotFoundError(f"{sub}: the corpus has no records at {rate} Hz (the crop's sample rate); rebuild "
+                                f"it with `python -m data.build_corpus ... --sample_rates=16000,{rate}`")
+    return seqio.TFExampleDataSource({split: os.path.join(sub, f"{split}-*.tfrecord") for split in ("train", "test")},
+                                     feature_description=records.feature_spec())
+
+
+def _features(vocabulary: seqio.Vocabulary) -> dict:
+    return {"audio": seqio.ContinuousFeature(dtype=tf.float32, rank=1),
+            "text_tokens": seqio.Feature(vocabulary, add_eos=True, dtype=tf.int32)}
+
+
+def _add(name: str, source, preprocessors_: list, output_features: dict) -> str:
+    seqio.TaskRegistry.remove(name)
+    seqio.TaskRegistry.add(name, source=source, preprocessors=preprocessors_, output_features=output_features)
+    return name
+
+
+def register_audio_text(name: str, source, crop, choose: list, keys: Sequence[str],
+                        vocabulary: seqio.Vocabulary) -> str:
+    """A train task: crop, drop silence, one text per clip per step (`choose`), WordPiece tokens."""
+    return _add(name, source, [
         preprocessors.densify_dataset,
-        preprocessors.head_crop(CROP_SECONDS, MODEL_RATE),
+        crop,
+        preprocessors.drop_silent,
+        *choose,
+        preprocessors.drop_empty_text,
+        preprocessors.tokenize_bert("text", "text_tokens"),
+        seqio.preprocessors.append_eos_after_trim,
+        preprocessors.select(list(keys)),
+    ], _features(vocabulary))
+
+
+def register_eval(name: str, corpus_dir: str) -> str:
+    """`mulan_eval`: the test split's first 10 s, texts, tags and ids."""
+    return _add(name, corpus_source(corpus_dir), [
+        preprocessors.densify_dataset,
+        preprocessors.head_crop(EVAL_SECONDS, MODEL_RATE),
         preprocessors.drop_silent,
         preprocessors.select(_EVAL_KEYS),
-    ],
-    output_features={"audio": seqio.ContinuousFeature(dtype=tf.float32, rank=1)},
-)
-
-
-# -- Noise2Music: pseudo-labels and weak text ---------------------------------------------------
-
-@gin.configurable
-def n2m_crop(seconds: float = 10.0, sample_rate: int = MODEL_RATE):
-    """The audio crop of the Noise2Music tasks: (seconds, sample rate).  Super-resolution reads the
-    corpus's 24 kHz records (`sample_rate = 24000`)."""
-    return float(seconds), int(sample_rate)
+    ], {"audio": seqio.ContinuousFeature(dtype=tf.float32, rank=1)})
 
 
 @gin.configurable
-def n2m_mixture_rates(pseudo_labels: float = 1.0, weak_text: float = 1.0):
-    """Sampling rates of `n2m_pseudo_labels_and_weak_text`."""
-    return {"n2m_pseudo_labels": float(pseudo_labels), "n2m_weak_text": float(weak_text)}
+def corpus_task(name: str = "mulan_weak_text", *, corpus_dir: str | None = None, audio_samples: int = 160000,
+                sample_rate: int = MODEL_RATE, text_weights: Sequence[float] = preprocessors.DEFAULT_TEXT_WEIGHTS,
+                vocabulary: seqio.Vocabulary | None = None, pseudo_labels: PseudoLabelMatching | None = None,
+                mixture_rates: tuple[float, float] = (1.0, 1.0)) -> str:
+    """Registers the task (or mixture) `name` of `TASKS` on the corpus at `corpus_dir` from these
+    settings, and returns `name` (see the module doc).
 
-
-class _LazyRandomCrop:
-    __name__ = "random_crop(n2m_crop)"
-
-    def __call__(self, dataset):
-        seconds, rate = n2m_crop()
-        return preprocessors.random_crop(seconds, rate)(dataset)
-
-
-_N2M_KEYS = ["audio", "text_tokens", "text", "clip_id"]
-
-
-def _register_n2m(name: str, choose: list):
-    _register_audio_text(name, _LazyRandomCrop(), choose, _N2M_KEYS, rate=lambda: n2m_crop()[1])
-
-
-_register_n2m("n2m_pseudo_labels", [preprocessors.MatchPseudoLabels(), preprocessors.choose_pseudo_label_text()])
-_register_n2m("n2m_weak_text", [_LazyChooseText(filter_text=True)])
-seqio.MixtureRegistry.remove("n2m_pseudo_labels_and_weak_text")
-seqio.MixtureRegistry.add("n2m_pseudo_labels_and_weak_text",
-                          [("n2m_pseudo_labels", lambda t: n2m_mixture_rates()["n2m_pseudo_labels"]),
-                           ("n2m_weak_text", lambda t: n2m_mixture_rates()["n2m_weak_text"])])
+    Args:
+      audio_samples / sample_rate: the crop (`audio_samples / sample_rate` seconds at `sample_rate`).
+      text_weights: short : long : playlist : label text (the weak-text tasks).
+      vocabulary: the text tokens' vocabulary (default: the installed MiniLM WordPiece).
+      pseudo_labels: the inline matcher's settings (the pseudo-label tasks; gin
+        `datasets/pseudo_labels.gin`).
+      mixture_rates: (pseudo-labels, weak text) of `n2m_pseudo_labels_and_weak_text`.
+    """
+    if name not in TASKS:
+        raise ValueError(f"corpus_task.name={name!r} (the TASK macro): one of {TASKS}, or name your own task "
+                         f"with SeqioData.mixture_or_task_name and SeqioData.task_module")
+    root = paths.corpus_dir(corpus_dir)
+    if name == "mulan_eval":
+        return register_eval(name, root)
+    vocabulary = vocabulary or BertWordPieceVocabulary()
+    source = corpus_source(root, sample_rate)
+    crop = preprocessors.random_crop(audio_samples / sample_rate, sample_rate)
+    weak = [preprocessors.choose_text(tuple(text_weights), filter_text=name != "mulan_weak_text_unfiltered")]
+    if name.startswith("mulan_"):
+        return register_audio_text(name, source, crop, weak, _TRAIN_KEYS["mulan"], vocabulary)
+    if name == "n2m_weak_text":
+        return register_audio_text(name, source, crop, weak, _TRAIN_KEYS["n2m"], vocabulary)
+    if pseudo_labels is None or not pseudo_labels.labels_dir:
+        raise ValueError(f"task {name!r} reads MuLan pseudo-labels: add --gin_file=datasets/pseudo_labels.gin and "
+                         f"bind PSEUDO_LABELS_DIR to a folder built by `python -m pseudo_labels.label`")
+    pl = [MatchPseudoLabels(pseudo_labels), preprocessors.choose_pseudo_label_text()]
+    register_audio_text("n2m_pseudo_labels", source, crop, pl, _TRAIN_KEYS["n2m"], vocabulary)
+    if name == "n2m_pseudo_labels":
+        return name
+    register_audio_text("n2m_weak_text", source, crop, weak, _TRAIN_KEYS["n2m"], vocabulary)
+    seqio.MixtureRegistry.remove(name)
+    seqio.MixtureRegistry.add(name, [("n2m_pseudo_labels", float(mixture_rates[0])),
+                                     ("n2m_weak_text", float(mixture_rates[1]))])
+    return name

@@ -1,7 +1,7 @@
 """Is this text about the music? Rules for short-form text, a small classifier for long-form.
 
 MuLan filtered its weakly associated long-form text with a BERT classifier fine-tuned on ~700
-labelled sentences, and short-form text with rules (SPEC §1). Here:
+labelled sentences, and short-form text with rules (docs/PAPERS.md §1). Here:
 
 * `short_form_ok(text)`: rules that reject what web metadata is full of and a tag never is:
   catalogue ids and numbers ("BWV 432", "A0001", "track 03"), e-mail addresses and URLs, file
@@ -11,8 +11,8 @@ labelled sentences, and short-form text with rules (SPEC §1). Here:
   third-party sentences from MMA's style docs and groove descriptions and the header notes of the
   music21 corpus's ABC collections, each labelled by hand 1 = describes the sound, style,
   instrumentation, tempo or mood; 0 = anything else (provenance, usage notes, song references,
-  transcriber credits, lyrics structure). `python -m data.text_filter` prints its 5-fold
-  cross-validated accuracy and the JSON line.
+  transcriber credits, lyrics structure). `python -m data.evaluate_text_filter` prints its
+  5-fold cross-validated accuracy (`cross_validate`) and the JSON line.
 
 Filtering is a setting of the tasks (`filter_text`); this module only marks text.
 """
@@ -22,7 +22,6 @@ import functools
 import json
 import os
 import re
-import sys
 import zlib
 
 import numpy as np
@@ -134,18 +133,3 @@ def cross_validate(folds: int = 5, seed: int = 0) -> dict:
     return dict(examples=len(rows), positives=pos, folds=folds, accuracy=correct / len(rows),
                 precision=tp / max(tp + fp, 1), recall=tp / max(tp + fn, 1),
                 majority_baseline=max(pos, len(rows) - pos) / len(rows))
-
-
-def main(argv=None) -> int:
-    del argv
-    r = cross_validate()
-    print(f"long-form text filter, {r['folds']}-fold cross-validation on {r['examples']} labelled sentences "
-          f"({r['positives']} about the music):")
-    print(f"  accuracy {r['accuracy']:.3f} (majority class {r['majority_baseline']:.3f}), "
-          f"precision {r['precision']:.3f}, recall {r['recall']:.3f}")
-    print(json.dumps(r))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

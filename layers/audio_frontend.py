@@ -1,4 +1,5 @@
-"""The audio front end, on device: raw 16 kHz waveform -> normalised log-mel, and SpecAugment.
+"""The audio front end, on device: raw 16 kHz waveform -> normalised log-mel, SpecAugment, and the
+80-bin log-mel in [-1, 1] of Noise2Music's spectrogram path (`MelSpec`).
 
 Choices (SPEC.md §1 fixes window, hop, bins and rate; the rest is ours):
 - 25 ms periodic Hann window (400 samples), 10 ms hop (160), FFT size 512.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import gin
 import jax
@@ -126,3 +128,47 @@ class SpecAugment:
         mask = masks(kt, self.num_time_masks, min(self.time_mask_max, t), t)[:, :, None] | \
             masks(kf, self.num_freq_masks, min(self.freq_mask_max, f), f)[:, None, :]
         return jnp.where(mask, jnp.zeros_like(x), x)
+
+
+# -- the spectrogram path's representation (docs/PAPERS.md §2) ------------------------------------
+# 80-bin log-mel, 100 frames/s, in [-1, 1]: the front end above with 80 bins over 0-8 kHz; the log
+# power is mapped linearly from [log(1e-5), log(1e-5) + 20] to [-1, 1] and clipped: -1 is the
+# floor (silence), and on the demo corpus the 99.9th percentile of log power is 6.2 (0.89 after
+# scaling) and the maximum 8.0, so the clip is rarely reached.  A T-sample clip gives exactly
+# T / 160 frames (30 s -> 3,000).  Noise2Music's spectrogram generator and vocoder use it; the
+# evaluation report draws it.
+@dataclasses.dataclass(frozen=True)
+class MelSpec:
+    num_mels: int = 80
+    sample_rate: int = 16000
+    fmax: float = 8000.0
+    log_floor: float = 1e-5
+    log_range: float = 20.0
+
+    @property
+    def front_end(self) -> LogMel:
+        return LogMel(num_mels=self.num_mels, sample_rate=self.sample_rate, fmin=0.0, fmax=self.fmax,
+                      log_floor=self.log_floor)
+
+    @property
+    def hop(self) -> int:
+        return self.front_end.hop
+
+    def __call__(self, wave):
+        """[B, T] waveform -> [B, T / hop, num_mels] in [-1, 1]."""
+        lo = math.log(self.log_floor)
+        x = (self.front_end.log_mel(wave) - lo) / self.log_range
+        return jnp.clip(2.0 * x - 1.0, -1.0, 1.0)
+
+    def save_png(self, spec, path: str, title: str = "") -> str:
+        """One [frames, num_mels] spectrogram in [-1, 1] -> a PNG a person can read (`common.plots`)."""
+        from common import plots
+
+        seconds = np.asarray(spec).shape[0] * self.hop / self.sample_rate
+        return plots.spectrogram_png(spec, path, seconds, f"mel bin (0-{self.fmax / 1000:g} kHz)", title)
+
+    def image(self, spec) -> np.ndarray:
+        """[frames, num_mels] in [-1, 1] -> a uint8 RGB image [num_mels, frames, 3] (for TensorBoard)."""
+        from common import plots
+
+        return plots.spectrogram_rgb(spec)

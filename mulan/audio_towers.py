@@ -6,7 +6,7 @@
   Normalisation: GroupNorm by default, so the train state is parameters only and the loss does
   not depend on how the global batch is split over devices; `norm='affine'` is a per-channel
   scale and bias (BatchNorm with its statistics folded in), used when loading a pretrained
-  BatchNorm checkpoint through `mulan.convert.resnet_params_from_torch`.
+  BatchNorm checkpoint through `mulan.pretrained.resnet_params_from_torch`.
 * `ASTTower`: the Audio Spectrogram Transformer (Gong et al. 2021): 16 x 16 patches with a
   configurable stride (AST used 10; the patch size gives non-overlapping patches), learned
   positional embeddings, a [CLS] token, pre-LayerNorm encoder, [CLS] -> projection.  Optional

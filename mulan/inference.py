@@ -73,10 +73,10 @@ class Encoder:
     # -- text ----------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """WordPiece ids [N, text_length] ([CLS] ... [SEP], truncated) and mask [N, text_length]."""
-        from data.vocab import BertWordPieceVocabulary, batch_ids  # the vocabulary the task trained with
+        from data.vocab import BertWordPieceVocabulary, batch_ids
 
-        if self._vocab is None:
-            self._vocab = BertWordPieceVocabulary()
+        if self._vocab is None:   # the vocabulary the run's task tokenized with
+            self._vocab = self.model.vocabulary or BertWordPieceVocabulary()
         return batch_ids(self._vocab, texts, self.model.text_length)
 
     def embed_texts(self, texts: Sequence[str], progress=None) -> np.ndarray:

@@ -101,12 +101,14 @@ class MulanModel(BaseModel):
       text_checkpoint: an HF BERT checkpoint (folder or .safetensors) loaded into the text
         encoder when a run starts fresh (not on resume).
       audio_checkpoint: a converted audio-tower checkpoint (`python -m mulan.convert`), likewise.
+      vocabulary: the text tokens' vocabulary (a seqio vocabulary: the gin macro TEXT_VOCAB, shared
+        with the task); `mulan.inference` tokenizes texts with it (None: the installed MiniLM's).
     """
 
     def __init__(self, audio_tower: nn.Module, text_tower: nn.Module, frontend: LogMel | None = None,
                  spec_augment: SpecAugment | None = None, audio_samples: int = 160_000, text_length: int = 64,
                  loss_type: str = "mulan", init_temperature: float = 0.1, learn_temperature: bool = True,
-                 text_checkpoint: str | None = None, audio_checkpoint: str | None = None):
+                 text_checkpoint: str | None = None, audio_checkpoint: str | None = None, vocabulary=None):
         if not MIN_TEMPERATURE <= init_temperature <= 1.0:
             raise ValueError(f"MulanModel.init_temperature={init_temperature} must be in (0, 1] "
                              f"(at least {MIN_TEMPERATURE}).")
@@ -115,6 +117,7 @@ class MulanModel(BaseModel):
         self.frontend = frontend or LogMel()
         self.audio_samples, self.text_length, self.loss_type = audio_samples, text_length, loss_type
         self.text_checkpoint, self.audio_checkpoint = text_checkpoint, audio_checkpoint
+        self.vocabulary = vocabulary
         self.module = MuLan(audio_tower, text_tower, self.frontend, spec_augment, init_temperature,
                             learn_temperature)
 
@@ -170,20 +173,20 @@ class MulanModel(BaseModel):
     # -- pretrained weights -------------------------------------------------------
     def load_pretrained(self, params: Any, shardings: Any) -> Any:
         """Fresh-run hook: replaces the towers' parameters with the configured checkpoints."""
-        from mulan import convert  # Numpy/safetensors only; loaded when a checkpoint is named.
+        from mulan import pretrained  # Numpy/safetensors only; loaded when a checkpoint is named.
 
         params = dict(params)
         if self.text_checkpoint:
             tower = dict(params["text_tower"])
-            tower["encoder"] = convert.place(
-                convert.bert_params_from_hf(self.text_checkpoint), tower["encoder"],
+            tower["encoder"] = pretrained.place(
+                pretrained.bert_params_from_hf(self.text_checkpoint), tower["encoder"],
                 shardings["text_tower"]["encoder"], what=f"MulanModel.text_checkpoint={self.text_checkpoint!r}")
             params["text_tower"] = tower
             log.info("text encoder initialised from %s", self.text_checkpoint)
         if self.audio_checkpoint:
-            loaded = convert.load_tree(self.audio_checkpoint)
+            loaded = pretrained.load_tree(self.audio_checkpoint)
             tower = dict(params["audio_tower"])
-            for k, v in convert.place(loaded, {k: tower[k] for k in loaded}, {k: shardings["audio_tower"][k] for k in loaded},
+            for k, v in pretrained.place(loaded, {k: tower[k] for k in loaded}, {k: shardings["audio_tower"][k] for k in loaded},
                                       what=f"MulanModel.audio_checkpoint={self.audio_checkpoint!r}").items():
                 tower[k] = v
             params["audio_tower"] = tower

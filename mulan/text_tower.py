@@ -5,7 +5,7 @@ tokens [batch, length] int32 (WordPiece ids, [CLS] first, 0 = [PAD]) and mask [b
 
 `pooling='cls'` is the paper's ([CLS] output); `'mean'` (mask-weighted mean of the last layer)
 is what sentence-transformers checkpoints such as all-MiniLM-L6-v2 were trained with.  HF-format
-checkpoints load through `mulan.convert.bert_params_from_hf`.
+checkpoints load through `mulan.pretrained.bert_params_from_hf`.
 """
 from __future__ import annotations
 

@@ -1,17 +1,14 @@
 """Opens an HTML report in headless Chromium and says whether it works (and takes a screenshot).
 
-    python -m noise2music.browser runs/n2m_tiny/eval/report.html [--screenshot=docs/x.png] [--full_page]
+    res = check("runs/n2m_tiny/eval/report.html", screenshot="docs/x.png")   # python -m music_eval.check_report
 
 Uses Playwright (the `playwright` Python package) driving the system's Chromium (Debian's
 `chromium`, `/usr/bin/chromium`, or `$CHROMIUM`): no browser download.  It loads the page from
 the file, waits for every <audio> to load its metadata and every <img> to decode, and reports the
-console errors, page errors, failed requests and broken media.  Exit status 1 if any; the last
-stdout line is JSON.
+console errors, page errors, failed requests and broken media.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import sys
@@ -76,30 +73,3 @@ def check(path: str, screenshot: str | None = None, full_page: bool = False, wid
             "images": len(media["images"]), "broken_images": broken_images, "tables": media["tables"],
             "screenshot": os.path.abspath(screenshot) if screenshot else None,
             "ok": not (errors or page_errors or failed or broken_audio or broken_images)}
-
-
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("html")
-    ap.add_argument("--screenshot", default=None)
-    ap.add_argument("--full_page", action="store_true")
-    ap.add_argument("--width", type=int, default=1280)
-    ap.add_argument("--height", type=int, default=900)
-    a = ap.parse_args(argv)
-    if not os.path.exists(a.html):
-        print(f"[browser] error: {a.html}: no such file", file=sys.stderr)
-        sys.exit(2)
-    res = check(a.html, a.screenshot, a.full_page, a.width, a.height)
-    print(f"[browser] {res['path']}: {res['audio']} players ({len(res['broken_audio'])} broken), {res['images']} "
-          f"images ({len(res['broken_images'])} broken), {len(res['console_errors'])} console errors, "
-          f"{len(res['page_errors'])} page errors" + (f"; screenshot {res['screenshot']}" if a.screenshot else ""),
-          file=sys.stderr)
-    summary = {k: v for k, v in res.items() if k != "audio_seconds"}
-    print(json.dumps(summary), flush=True)
-    if not res["ok"]:
-        sys.exit(1)
-    return res
-
-
-if __name__ == "__main__":
-    main()

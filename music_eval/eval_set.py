@@ -1,30 +1,29 @@
-"""`python -m data.eval_set [--corpus=DIR] --out=DIR [--split=test] [--max_clips=N]`.
+"""An evaluation set from a built corpus's held-out split (what `python -m music_eval.write_eval_set`
+runs): one caption per clip, written from the clip's own metadata by the same template writer as
+the caption bank (instruments, genre, tempo, key; `pseudo_labels.writers.TemplateWriter`), so each
+prompt has a real recording it describes.
 
-An evaluation set from a built corpus's held-out split: one caption per clip, written from the
-clip's own metadata by the same template writer as the caption bank (instruments, genre, tempo,
-key; `data.caption_writers.TemplateWriter`), so each prompt has a real recording it describes.
+    summary = build(corpus_dir, out, split="test")
 
     OUT/reference.jsonl   {"id", "audio" (absolute path, 16 kHz), "text", "work_id", "duration_s"} per clip
     OUT/prompts.txt       the same captions, one per line, in the same order: the sampler's --prompts
 
 Then `noise2music.sample --prompts=OUT/prompts.txt` generates one clip per reference clip and
-`noise2music.evaluate --reference=OUT/reference.jsonl` pairs them by prompt text (ground truth,
-shuffled-pair baselines, FAD against the split).  The last stdout line is JSON.
+`music_eval.evaluate --reference=OUT` pairs them by prompt text (ground truth, shuffled-pair
+baselines, FAD against the split).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 
-from data import caption_writers, paths
+from pseudo_labels import writers as caption_writers
 
 
 def build(corpus_dir: str, out: str, split: str = "test", max_clips: int | None = None) -> dict:
     manifest = os.path.join(corpus_dir, "manifest.jsonl")
     if not os.path.exists(manifest):
-        raise FileNotFoundError(f"--corpus={corpus_dir}: no manifest.jsonl (build it with data.build_corpus)")
+        raise FileNotFoundError(f"--corpus={corpus_dir}: no manifest.jsonl (build it with `python -m data.build_corpus`)")
     writer = caption_writers.TemplateWriter()
     rows, skipped = [], 0
     with open(manifest, encoding="utf-8") as f:
@@ -53,31 +52,8 @@ def build(corpus_dir: str, out: str, split: str = "test", max_clips: int | None 
         for r in rows:
             f.write(json.dumps(r) + "\n")
     with open(os.path.join(out, "prompts.txt"), "w", encoding="utf-8") as f:
-        f.write(f"# {len(rows)} captions of the {split} split of {corpus_dir} (data.eval_set), one per clip\n")
+        f.write(f"# {len(rows)} captions of the {split} split of {corpus_dir} (music_eval.eval_set), one per clip\n")
         for r in rows:
             f.write(r["text"].replace("\n", " ") + "\n")
     return {"out": os.path.abspath(out), "clips": len(rows), "skipped": skipped, "split": split,
             "works": len({r["work_id"] for r in rows}), "distinct_texts": len({r["text"] for r in rows})}
-
-
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--corpus", default=None, help="a built corpus (default: the demo corpus, built on first use)")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--max_clips", type=int, default=None)
-    a = ap.parse_args(argv)
-    corpus = paths.corpus_dir(a.corpus) if a.corpus else paths.corpus_dir()
-    try:
-        res = build(corpus, a.out, a.split, a.max_clips)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"[eval_set] error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(f"[eval_set] {res['clips']} clips ({res['works']} works) of split {a.split!r}: "
-          f"{os.path.join(res['out'], 'reference.jsonl')} and prompts.txt", file=sys.stderr)
-    print(json.dumps(res), flush=True)
-    return res
-
-
-if __name__ == "__main__":
-    main()

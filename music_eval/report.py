@@ -1,6 +1,6 @@
 """The evaluation report: one self-contained HTML file (OGG audio and JPEG spectrograms inlined as data URIs).
 
-    write_html(report, 'out/report.html')     # report: the dict noise2music.evaluate writes as metrics.json
+    write_html(report, "out/report.html")     # report: the dict music_eval.evaluate writes as metrics.json
     text_table(report)                         # the same table as plain text (the binary's stderr)
 
 The page: what was compared (sets, counts, embedders, segment), the metric table with one row
@@ -76,7 +76,7 @@ def _media(path: str, fmt: str, seconds: float) -> tuple[str | None, str]:
     from PIL import Image
 
     from data.audio import load_audio, middle, resample
-    from noise2music.spectrogram import MelSpec
+    from layers.audio_frontend import MelSpec
 
     x, sr = load_audio(path, allow_silent=True)
     x = middle(x, int(round(seconds * sr)))

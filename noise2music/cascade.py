@@ -39,14 +39,21 @@ def paper_settings(stage: str, **overrides) -> Settings:
                        **{k: v for k, v in overrides.items() if v is not None}})
 
 
-def tokenize(texts: Sequence[str], length: int, warn: Callable[[str], None] | None = None,
-             numbers: Sequence[int] | None = None):
-    """WordPiece ids [N, length] ([CLS] ... [SEP], as the corpus tasks make them) and mask.  A text
-    longer than `length` tokens is truncated, with one warning naming it (as prompt `numbers[i]`,
-    default i + 1)."""
-    from data.vocab import BertWordPieceVocabulary, batch_ids
+def vocabulary(model: Noise2MusicModel):
+    """The vocabulary the stage's task tokenized with (None in its config: the installed MiniLM's)."""
+    from data.vocab import BertWordPieceVocabulary
 
-    return batch_ids(BertWordPieceVocabulary(), texts, length, warn, numbers)
+    return model.vocabulary or BertWordPieceVocabulary()
+
+
+def tokenize(model: Noise2MusicModel, texts: Sequence[str], warn: Callable[[str], None] | None = None,
+             numbers: Sequence[int] | None = None):
+    """Token ids [N, text_length] ([CLS] ... [SEP], as the corpus tasks make them) and mask.  A text
+    longer than `text_length` tokens is truncated, with one warning naming it (as prompt
+    `numbers[i]`, default i + 1)."""
+    from data.vocab import batch_ids
+
+    return batch_ids(vocabulary(model), texts, model.text_length, warn, numbers)
 
 
 class Stage:
@@ -133,8 +140,7 @@ class Stage:
         if m.has_text:
             if texts is None and tokens is None:
                 raise CascadeError(f"{self.name}: the stage reads text; no prompts given")
-            toks, mask = tokens if tokens is not None else tokenize(texts[:n], m.text_length, warn,
-                                                                     [k + 1 for k in ids[:n]])
+            toks, mask = tokens if tokens is not None else tokenize(m, texts[:n], warn, [k + 1 for k in ids[:n]])
             toks, mask = (pad_rows(np.asarray(a)[:n], rows, "edge") for a in (toks, mask))
             emb = jax.jit(m.encode_text)(self.params, self._put(toks), self._put(mask))
         guided = m.has_text and settings.guidance != 1.0

@@ -68,7 +68,7 @@ def generate(prompts: list[str], out: str, stages: list[cascade.Stage], settings
     `out`; returns the report that `out/settings.json` holds."""
     from data.audio import write_wav
     from noise2music import conditioning
-    from noise2music.spectrogram import MelSpec
+    from layers.audio_frontend import MelSpec
 
     cascade.check_chain(stages)
     os.makedirs(out, exist_ok=True)

@@ -12,7 +12,7 @@ are the corpus tasks' (`audio` [B, T] at `source_rate`, `text_tokens`, `text_mas
 jitted step:
 
 * the target x is the clip FFT-resampled to `rate` ([B, L, 1]), or for the spectrogram generator
-  its 80-bin log-mel in [-1, 1] ([B, frames, 80], `noise2music.spectrogram.MelSpec`);
+  its 80-bin log-mel in [-1, 1] ([B, frames, 80], `layers.audio_frontend.MelSpec`);
 * cascader and super-resolution: the low-fi input is the clip at `low_rate`, FFT-resampled back to
   `rate` and stacked with x_t as input channels; vocoder: the clip's log-mel is added at the
   bottom of the U (`UNet1D(bottom=...)`); in training both are augmented (docs/PAPERS.md §2.2:
@@ -30,13 +30,15 @@ vocoder's 3.2 s snippets divide exactly.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import gin
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
 from noise2music import conditioning, diffusion
-from noise2music.spectrogram import MelSpec
+from layers.audio_frontend import MelSpec
 from noise2music.stages import LOWFI, MEL, MEL_BOTTOM, spec as stage_spec
 from noise2music.t5 import T5Config, T5Encoder
 from noise2music.unet import UNet1D
@@ -86,6 +88,9 @@ class Noise2MusicModel(BaseModel):
       cond_t_max / cond_blur / cond_blur_sigma / cond_blur_size: conditioning augmentation (blur
         None, '1d' or '2d').
       mel: the spectrogram representation (spectrogram generator and vocoder).
+      vocabulary: the text tokens' vocabulary (a seqio vocabulary: the gin macro TEXT_VOCAB, shared
+        with the task); the sampler tokenizes prompts with it, and a `T5Config` whose `vocab_size`
+        is None takes its size.
     """
 
     def __init__(self, unet: UNet1D, stage: str = "generator", source_rate: int = 16000, audio_samples: int = 160000,
@@ -93,8 +98,14 @@ class Noise2MusicModel(BaseModel):
                  text_length: int = 64, schedule: str = "cosine", parameterization: str = "eps",
                  weighting: str = "simple", text_drop: float = 0.1, cond_t_max: float = 0.5,
                  cond_blur: str | None = "1d", cond_blur_sigma: tuple[float, float] = (0.1, 5.0),
-                 cond_blur_size: int = 10, mel: MelSpec = MelSpec()):
+                 cond_blur_size: int = 10, mel: MelSpec = MelSpec(), vocabulary=None):
         self.spec = sp = stage_spec(stage)
+        self.vocabulary = vocabulary
+        if text_encoder is not None and text_encoder.vocab_size is None:
+            if vocabulary is None:
+                raise ValueError("T5Config.vocab_size=None takes the size of Noise2MusicModel.vocabulary, "
+                                 "which is not set (bind it to %TEXT_VOCAB, or give T5Config.vocab_size)")
+            text_encoder = dataclasses.replace(text_encoder, vocab_size=int(vocabulary.vocab_size))
         if cond_blur not in (None, "1d", "2d"):
             raise ValueError(f"Noise2MusicModel.cond_blur={cond_blur!r}: None, '1d' or '2d'")
         self.stage, self.source_rate, self.audio_samples = stage, source_rate, audio_samples

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from noise2music import conditioning
-from noise2music.cascade import Stage, paper_settings
+from noise2music.cascade import Stage, paper_settings, vocabulary
 from noise2music.stages import MEL
 from trainer.hooks import MediaHook
 
@@ -40,7 +40,7 @@ class SampleSummaries(MediaHook):
                            settings=paper_settings(model.stage, steps=self.steps))
         ref = np.asarray(model.target(jnp.asarray(host["audio"])))
         mel = model.mel
-        prompts = {"prompts": _decode(host, n)} if model.has_text else {}
+        prompts = {"prompts": _decode(model, host, n)} if model.has_text else {}
         if model.spec.output == MEL:
             return {"images": {"sample_mel": np.stack([mel.image(m) for m in out]),
                                "reference_mel": np.stack([mel.image(m) for m in ref])},
@@ -56,9 +56,7 @@ class SampleSummaries(MediaHook):
                 "texts": prompts}
 
 
-def _decode(host, n) -> str:
-    from data.vocab import BertWordPieceVocabulary
-
-    v = BertWordPieceVocabulary()
+def _decode(model, host, n) -> str:
+    v = vocabulary(model)
     return "\n".join(f"{i + 1}. {v.decode([t for t, m in zip(host['text_tokens'][i], host['text_mask'][i]) if m])}"
                      for i in range(n))

@@ -34,7 +34,9 @@ _SIZES = {  # d_model, d_ff, heads, layers  (d_kv = 64)
 
 @dataclasses.dataclass(frozen=True)
 class T5Config:
-    vocab_size: int = 32128
+    """`vocab_size=None`: the size of the stage's text vocabulary (`Noise2MusicModel.vocabulary`)."""
+
+    vocab_size: int | None = 32128
     d_model: int = 768
     d_kv: int = 64
     d_ff: int = 2048

@@ -12,8 +12,10 @@ defines (e.g. `--gin.TRAIN_STEP=5`), is an error that names it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import logging
 import os
 import sys
 
@@ -93,13 +95,32 @@ def _check_macro(binding: str) -> None:
                         f"Known macros: {', '.join(known)}") from None
 
 
+class _GinProbeFilter(logging.Filter):
+    """Drops gin's 'Path not found' ERROR, logged when it probes an include such as
+    'datasets/corpus.gin' as a Python package path before finding it on the search path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.pathname.endswith("resource_reader.py") and record.msg == "Path not found: %s")
+
+
+@contextlib.contextmanager
+def _quiet_include_probes():
+    f = _GinProbeFilter()
+    logging.getLogger().addFilter(f)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(f)
+
+
 def apply(flags: Flags) -> None:
     """Parses gin files and bindings into the global gin config."""
     gin.add_config_file_search_path(CONFIGS_DIR)
     for f in flags.gin_files:
         path = resolve_gin_file(f)
         try:
-            gin.parse_config_file(path)
+            with _quiet_include_probes():
+                gin.parse_config_file(path)
         except Exception as e:  # noqa: BLE001 -- re-raised with the file named.
             raise FlagError(f"--gin_file={f} ({path}): {type(e).__name__}: {e}") from e
     bindings = list(flags.bindings)

@@ -4,7 +4,8 @@
 Parses the t5x flags (`trainer.flags`; the gin files' `import` lines register the model family's
 configurables), starts multi-host JAX, runs the gin-configured `trainer.train.train`, and prints
 one JSON object with the run's figures as the last line of stdout.  Exit status 2: a flag, a
-binding or a setting that cannot work (the message names it); 3: a non-finite loss.
+binding or a setting that cannot work, or a file a setting names that is missing (a corpus not built
+yet: the message names the command that builds it); 3: a non-finite loss.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def train_from_flags(argv: list[str] | None = None, usage: str = __doc__) -> dic
     with cli.exit_on(flags_lib.FlagError):
         flags_lib.parse_and_apply(argv, usage)
     multihost.initialize()
-    with cli.exit_on(train.NonFiniteLossError, code=3), cli.exit_on(train.ConfigError, train.CheckpointRestoreError):
+    with cli.exit_on(train.NonFiniteLossError, code=3), \
+            cli.exit_on(train.ConfigError, train.CheckpointRestoreError, FileNotFoundError):
         result = train.train()
     print(f"\n{result['status']} at step {result['step']}. Checkpoints: {result['checkpoint_dir']}; "
           f"metrics: {result['metrics_file']}; TensorBoard: tensorboard --logdir {result['model_dir']}",

@@ -1,5 +1,6 @@
 """musicnn (Pons & Serra, 2019) in Flax: the MagnaTagATune / Million Song tagger, for evaluation.
 
+    emb = make(None)                              # the embedder: "musicnn", "musicnn:MSD_musicnn[:layer]"
     net = Musicnn.load()                          # MTT_musicnn from the installed `musicnn` wheel
     out = net.apply_patches(patches)              # [N, 187, 96] log-mel -> taggram, penultimate, ...
     out = net.analyze(wave_16k)                   # a clip -> per-3-s-patch tags [n, 50], features
@@ -23,8 +24,8 @@ training recipe's "repeat-pad"), so every clip gives at least one patch.
 
 Weights: the TF1 checkpoints the `musicnn` wheel ships (`MTT_musicnn`, `MSD_musicnn`), read with
 TensorFlow's checkpoint reader and cached as `.npz` under `$N2M_CACHE_DIR/musicnn/` (TensorFlow is
-only imported for that first conversion).  `tests/test_musicnn.py` runs the original TF graph on the
-same inputs and checks the port against it.
+only imported for that first conversion).  `tests/integration/test_musicnn.py` runs the original TF
+graph on the same inputs and checks the port against it.
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from music_eval.embedders.base import Embedder, EmbedderInfo, short_hash
 
 log = logging.getLogger(__name__)
 
@@ -278,19 +281,63 @@ class Musicnn:
 
     @functools.cached_property
     def _apply(self):
-        from noise2music.embedders import BatchedApply
+        from trainer.batching import BatchedApply
+        from trainer.partitioning import Partitioner
 
         net = MusicnnNet(num_classes=len(self.labels))
 
         def fn(variables, x):
             out = net.apply(variables, x)
             return {"tags": jax.nn.sigmoid(out.pop("logits")), **out}
-        return BatchedApply(fn, self.variables, self.batch_size)
+
+        p = Partitioner()   # the batch over every device, the weights replicated
+        return BatchedApply(fn, jax.device_put(self.variables, p.replicated), p, self.batch_size)
 
     def apply_patches(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """[N, 187, 96] -> {'tags' (sigmoid) [N, C], 'penultimate', 'mean_pool', 'max_pool'} (numpy)."""
-        return self._apply(x)
+        return self._apply(np.asarray(x, np.float32))
 
     def analyze(self, wave: np.ndarray) -> dict[str, np.ndarray]:
         """A 16 kHz clip -> per-patch outputs (see `apply_patches`), at least one patch."""
         return self.apply_patches(patches(log_mel(wave)))
+
+
+class MusicnnEmbedder(Embedder):
+    """musicnn: 3 s patches (16 kHz) -> a `layer` embedding per patch (default the 200-d
+    penultimate layer) and the 50 tag scores."""
+
+    LAYERS = ("penultimate", "mean_pool", "max_pool")
+
+    def __init__(self, model: str = "MTT_musicnn", layer: str = "penultimate", checkpoint: str | None = None):
+        if layer not in self.LAYERS:
+            raise ValueError(f"musicnn layer {layer!r}: choose one of {self.LAYERS}")
+        self.net = Musicnn.load(model, checkpoint)
+        self.layer = layer
+        dim = {"penultimate": 200}.get(layer, 753)
+        digest = package_checkpoint(model) if checkpoint is None else checkpoint
+        # "musicnn" for the default (MTT, penultimate); others are named apart, so both can be columns.
+        name = "musicnn" + ("" if model == "MTT_musicnn" else "_" + model.split("_")[0].lower()) + \
+            ("" if layer == "penultimate" else f"_{layer}")
+        self.info = EmbedderInfo(name=name, sample_rate=SAMPLE_RATE, window=PATCH_FRAMES * HOP,
+                                 hop=PATCH_FRAMES * HOP, level="frame", dim=dim,
+                                 fingerprint=f"musicnn-{model}-{layer}-{short_hash(digest)}")
+        self.tag_names = tuple(self.net.labels)
+
+    def embed_many(self, waves, progress=None):
+        pats = [patches(log_mel(w)) for w in waves]
+        if not pats:
+            return []
+        out = self.net.apply_patches(np.concatenate(pats))
+        res, s = [], 0
+        for p in pats:
+            res.append({"embeddings": out[self.layer][s:s + len(p)], "tags": out["tags"][s:s + len(p)]})
+            s += len(p)
+        if progress:
+            progress(len(waves))
+        return res
+
+
+def make(arg: str | None) -> MusicnnEmbedder:
+    """"musicnn", "musicnn:MSD_musicnn", "musicnn:MTT_musicnn:max_pool"."""
+    model, _, layer = (arg or "MTT_musicnn").partition(":")
+    return MusicnnEmbedder(model or "MTT_musicnn", layer or "penultimate")

@@ -1,6 +1,6 @@
 """VGGish (Hershey et al., 2017) in Flax, for users who have its weights: FAD's original embedder.
 
-    python -m noise2music.evaluate ... --embedders=musicnn,vggish:/path/to/vggish_model.ckpt
+    python -m music_eval.evaluate ... --embedders=musicnn,vggish:/path/to/vggish_model.ckpt
 
 The weights (`vggish_model.ckpt`, from the TensorFlow models repository's `research/audioset`)
 cannot be downloaded here, so nothing in this project needs them; give the checkpoint and the
@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from noise2music.embedders import BatchedApply, Embedder, EmbedderInfo
+from music_eval.embedders.base import Embedder, EmbedderInfo, short_hash
 
 SAMPLE_RATE = 16000
 WINDOW, HOP, FFT = 400, 160, 512
@@ -125,15 +125,17 @@ class VGGishEmbedder(Embedder):
     """Frame-level (0.96 s) 128-d VGGish embeddings."""
 
     def __init__(self, checkpoint: str, batch_size: int = 64):
-        import hashlib
+        from trainer.batching import BatchedApply
+        from trainer.partitioning import Partitioner
 
         if not checkpoint:
             raise ValueError("embedder 'vggish' needs the weights: vggish:/path/to/vggish_model.ckpt (or .npz)")
         if not (os.path.exists(checkpoint) or os.path.exists(checkpoint + ".index")):
             raise ValueError(f"vggish:{checkpoint}: no such checkpoint")
         variables = convert(read_checkpoint(checkpoint))
-        digest = hashlib.sha1(variables["params"]["fc2"]["kernel"].tobytes()).hexdigest()[:10]
-        self._apply = BatchedApply(VGGish().apply, variables, batch_size)
+        digest = short_hash(variables["params"]["fc2"]["kernel"].tobytes())
+        p = Partitioner()   # the batch over every device, the weights replicated
+        self._apply = BatchedApply(VGGish().apply, jax.device_put(variables, p.replicated), p, batch_size)
         self.info = EmbedderInfo(name="vggish", sample_rate=SAMPLE_RATE, window=EXAMPLE_FRAMES * HOP,
                                  hop=EXAMPLE_FRAMES * HOP, level="frame", dim=128, fingerprint=f"vggish-{digest}")
 
@@ -141,8 +143,13 @@ class VGGishEmbedder(Embedder):
         ex = [examples(log_mel(w)) for w in waves]
         if not ex:
             return []
-        emb = self._apply(np.concatenate(ex))
+        emb = self._apply(np.concatenate(ex).astype(np.float32))
         if progress:
             progress(len(waves))
         return [{"embeddings": e} for e in np.split(emb, np.cumsum([len(e) for e in ex])[:-1])]
 
+
+
+def make(arg: str | None) -> VGGishEmbedder:
+    """"vggish:/path/to/vggish_model.ckpt" (or an .npz with the released variable names)."""
+    return VGGishEmbedder(arg)
