@@ -3,7 +3,7 @@
 # (Python 3.11 + pip): a virtual environment in .venv with this package installed.
 #
 #   bash run.sh main [extra flags]   # the main job on the embedded default data
-#   bash run.sh test [pytest args]   # the test suite on 8 fake CPU devices
+#   bash run.sh test [pytest args]   # the test suite on 8 fake CPU devices (tests/unit: the fast part)
 #   bash run.sh setup                # only the set-up (system packages, .venv)
 #
 # Environment: PYTHON (default python3.11 or python3), VENV (default .venv),
@@ -55,34 +55,34 @@ setup() {
 case "$cmd" in
   main)
     setup
-    # Builds the demo corpus on first use (in ~/.cache/noise2music, or $N2M_CACHE_DIR), trains
-    # the tiny MuLan on it and evaluates it on the held-out works; then pseudo-labels the corpus:
-    # a caption bank written for the train split's works (midicap + templates), MuLan embeddings,
-    # the exact top-10 / inverse-frequency draw for every clip, and the audit of label noise and bias.
-    # Then Noise2Music on those pseudo-labels: the tiny waveform generator (text -> 3.2 kHz) and
-    # cascader (-> 16 kHz) are trained, and the cascade samples one caption per held-out clip
-    # (data.eval_set). Last, noise2music.evaluate scores the samples against those recordings
-    # (FAD on musicnn and MuLan, MuLan similarity, musicnn tag agreement, with baselines) and
-    # writes the HTML report.
+    # The demo corpus (515 clips of rendered real music, built once into ~/.cache/noise2music, or
+    # $N2M_CACHE_DIR), then the tiny MuLan trained on it and evaluated on the held-out works; then
+    # pseudo-labels: a caption bank written for the train split's works (midicap + templates), MuLan
+    # embeddings, the exact top-10 / inverse-frequency draw for every clip, and the audit of label
+    # noise and bias.  Then Noise2Music on those pseudo-labels: the tiny waveform generator (text ->
+    # 3.2 kHz) and cascader (-> 16 kHz) are trained, and the cascade samples one caption per
+    # held-out clip (music_eval.write_eval_set).  Last, music_eval.evaluate scores the samples against
+    # those recordings (FAD on musicnn and MuLan, MuLan similarity, musicnn tag agreement, with
+    # baselines) and writes the HTML report.
     MODEL_DIR="${MODEL_DIR:-runs/mulan_tiny}"
     N2M_DIR="${N2M_DIR:-runs/n2m_tiny}"
-    "$VENV/bin/python" -m mulan.train --gin_file=mulan/tiny_cpu.gin --model_dir="$MODEL_DIR" "$@"
-    "$VENV/bin/python" -m mulan.evaluate --model_dir="$MODEL_DIR"
-    "$VENV/bin/python" -m data.captions --out="$MODEL_DIR/caption_bank"
-    "$VENV/bin/python" -m data.pseudo_labels --model_dir="$MODEL_DIR" --bank="$MODEL_DIR/caption_bank" \
+    py="$VENV/bin/python"
+    "$py" -m data.build_corpus --preset demo --skip_if_built
+    "$py" -m mulan.train --gin_file=mulan/tiny_cpu.gin --model_dir="$MODEL_DIR" "$@"
+    "$py" -m mulan.evaluate --model_dir="$MODEL_DIR"
+    "$py" -m pseudo_labels.write_bank --out="$MODEL_DIR/caption_bank"
+    "$py" -m pseudo_labels.label --model_dir="$MODEL_DIR" --bank="$MODEL_DIR/caption_bank" \
       --out="$MODEL_DIR/pseudo_labels"
-    "$VENV/bin/python" -m data.audit_pseudo_labels --labels="$MODEL_DIR/pseudo_labels"
+    "$py" -m pseudo_labels.audit --labels="$MODEL_DIR/pseudo_labels"
     labels="$(cd "$MODEL_DIR/pseudo_labels" && pwd)"
     task=(--gin_file=datasets/pseudo_labels.gin --gin.TASK="'n2m_pseudo_labels'" --gin.PSEUDO_LABELS_DIR="'$labels'")
-    "$VENV/bin/python" -m noise2music.train --gin_file=noise2music/tiny_generator.gin "${task[@]}" \
-      --model_dir="$N2M_DIR/generator"
-    "$VENV/bin/python" -m noise2music.train --gin_file=noise2music/tiny_cascader.gin "${task[@]}" \
-      --model_dir="$N2M_DIR/cascader"
-    "$VENV/bin/python" -m data.eval_set --out="$N2M_DIR/eval_set" --split=test
-    "$VENV/bin/python" -m noise2music.sample --prompts="$N2M_DIR/eval_set/prompts.txt" \
+    "$py" -m noise2music.train --gin_file=noise2music/tiny_generator.gin "${task[@]}" --model_dir="$N2M_DIR/generator"
+    "$py" -m noise2music.train --gin_file=noise2music/tiny_cascader.gin "${task[@]}" --model_dir="$N2M_DIR/cascader"
+    "$py" -m music_eval.write_eval_set --out="$N2M_DIR/eval_set" --split=test
+    "$py" -m noise2music.sample --prompts="$N2M_DIR/eval_set/prompts.txt" \
       --out="$N2M_DIR/samples" --generator="$N2M_DIR/generator" --cascader="$N2M_DIR/cascader" \
       --generator_steps=uniform:100 --cascader_steps=uniform:50
-    exec "$VENV/bin/python" -m noise2music.evaluate --generated="$N2M_DIR/samples" \
+    exec "$py" -m music_eval.evaluate --generated="$N2M_DIR/samples" \
       --reference="$N2M_DIR/eval_set" --mulan="$MODEL_DIR" --out="$N2M_DIR/eval" --fad_inf --name="tiny cascade" \
       --title="Tiny Noise2Music cascade (run.sh main) vs the demo corpus's held-out clips"
     ;;
@@ -90,8 +90,10 @@ case "$cmd" in
     setup
     ;;
   test)
+    # Everything (tests/unit + tests/integration); `bash run.sh test tests/unit` runs the fast unit
+    # tests only (no subprocess, no corpus: about 2 minutes on 2 cores).  Other arguments go to pytest.
     setup
-    exec "$VENV/bin/python" -m pytest -n 2 -q tests "$@"
+    exec "$VENV/bin/python" -m pytest -n 2 -q "${@:-tests}"
     ;;
   *)
     sed -n '2,10p' "$0"; exit 2 ;;

@@ -36,7 +36,6 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args(argv)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import gin
     import flax.linen as nn
     import jax
     import jax.numpy as jnp

@@ -12,9 +12,8 @@ FSDP-sharded per the run's rules); a short final batch is padded and the padding
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
-import jax
 import numpy as np
 
 from mulan.model import MulanModel, l2_normalize, windows

@@ -22,6 +22,7 @@ names the parameter, the shape the model expects and the shape the checkpoint ha
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any

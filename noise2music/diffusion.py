@@ -1,20 +1,20 @@
-"""Continuous-time VP diffusion of Noise2Music (SPEC.md §2.2): schedules, parameterisations,
-losses, step schedules, classifier-free guidance with dynamic clipping, and the ancestral sampler.
+"""Continuous-time VP diffusion of Noise2Music (docs/PAPERS.md §2.2): schedules, parameterisations,
+losses, step schedules, classifier-free guidance with dynamic clipping, and the ancestral step.
 
     sched = Schedule("cosine")                       # log-SNR +20 (t=0) .. -20 (t=1)
     x_t = q_sample(sched, x, t, eps)                 # alpha_t x + sigma_t eps
     loss = diffusion_loss(sched, pred, x, eps, t, parameterization="eps", weighting="simple")
     times = step_times("generator")                  # the paper's 1000 front-heavy steps, 1 -> 0
-    x0 = sample(denoise, shape, key, sched, times, gamma=0.0)
+    x_s = denoise_step(sched, pred, x_t, t, s, z, gamma=0.0, clip="dynamic")   # one sampler step
 
-Everything is pure `jax.numpy` (no Flax, no TensorFlow): it runs inside the jitted train step
-and inside `lax.scan` of the sampler.
+Everything is pure `jax.numpy` (no Flax, no TensorFlow): it runs inside the jitted train step and
+the jitted step of the sampler (`noise2music.sampler`, which runs the steps).
 """
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -193,25 +193,3 @@ def denoise_step(sched: Schedule, pred, x, t, s, z, gamma: float = 0.0, clip: st
         eps = (x - a * x0) / sg
     x_s = ancestral_step(sched, x, t, jnp.maximum(s, 1e-6), eps, x0, None, gamma, z=z)
     return jnp.where(s > 0, x_s, x0)
-
-
-def sample(denoise: Callable, shape, key, sched: Schedule, times, gamma: float = 0.0, clip: str | None = None,
-           parameterization: str = "eps"):
-    """Ancestral sampling from x_1 ~ N(0, I) along `times` (1 -> 0), in one `lax.scan`.
-
-    denoise(x_t [shape], t [B]) -> the model's (already guided) prediction.  `clip`: None,
-    'static' (x0 in [-1, 1]) or 'dynamic' (Imagen).  The final step returns x0_hat."""
-    times = jnp.asarray(times, jnp.float32)
-    k0, key = jax.random.split(key)
-    x = jax.random.normal(k0, shape, jnp.float32)
-    b = shape[0]
-
-    def body(x, inp):
-        t, s, k = inp
-        pred = denoise(x, jnp.full((b,), t))
-        z = jax.random.normal(k, x.shape, x.dtype)
-        return denoise_step(sched, pred, x, t, s, z, gamma, clip, parameterization), None
-
-    keys = jax.random.split(key, times.shape[0] - 1)
-    x, _ = jax.lax.scan(body, x, (times[:-1], times[1:], keys))
-    return x

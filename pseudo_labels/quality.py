@@ -28,7 +28,6 @@ import collections
 import json
 import os
 import re
-import sys
 
 import numpy as np
 

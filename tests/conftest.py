@@ -1,4 +1,12 @@
-"""Test set-up: 8 fake CPU devices, set before anything imports JAX."""
+"""Test set-up: 8 fake CPU devices, set before anything imports JAX; the cost markers.
+
+    python -m pytest tests/unit            # fast: no subprocess, no corpus, no training binary (~2 min)
+    bash run.sh test                       # everything (unit + integration), what CI runs
+
+Tests under tests/unit are marked `unit`, those under tests/integration `integration` (they build
+the tiny corpus, run the binaries in subprocesses, or compile paper-size steps): `-m unit` /
+`-m integration` select them.
+"""
 import os
 import sys
 
@@ -8,6 +16,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gin  # noqa: E402
 import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "unit: fast, in-process (tests/unit)")
+    config.addinivalue_line("markers", "integration: corpus, binaries or paper-size compiles (tests/integration)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        kind = os.path.basename(os.path.dirname(str(item.fspath)))
+        if kind in ("unit", "integration"):
+            item.add_marker(getattr(pytest.mark, kind))
 
 
 @pytest.fixture(autouse=True)
@@ -26,14 +46,13 @@ def tiny_corpus(tmp_path_factory):
     Returns (corpus dir, build report, manifest rows)."""
     import json
 
-    from data import build_corpus
+    from data import corpus
 
     out = str(tmp_path_factory.mktemp("corpus"))
     midi_dir = tmp_path_factory.mktemp("user_midi")
     (midi_dir / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06 this is not a MIDI file")
-    report = build_corpus.build("tiny", out, seed=0, workers=2, test_fraction=0.35, midi_dirs=[str(midi_dir)],
-                                sample_rates=(16000, 24000),
-                                records_per_shard=4, progress=False)
+    report = corpus.build("tiny", out, seed=0, workers=2, test_fraction=0.35, midi_dirs=[str(midi_dir)],
+                          sample_rates=(16000, 24000), records_per_shard=4, progress=False)
     rows = [json.loads(line) for line in open(os.path.join(out, "manifest.jsonl"))]
     return out, report, rows
 

@@ -61,7 +61,9 @@ def final_params(model_dir: str, step: int):
     import numpy as np
     import orbax.checkpoint as ocp
 
-    path = os.path.join(model_dir, "checkpoints", str(step), "state")
+    from trainer.checkpoints import Checkpointer
+
+    path = str(Checkpointer(model_dir, read_only=True).step_dir(step) / "state")
     ckptr = ocp.PyTreeCheckpointer()
     tree = ckptr.metadata(path).item_metadata.tree
     # To host numpy: independent of the topology that wrote it.

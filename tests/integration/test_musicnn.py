@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from noise2music import musicnn
+from music_eval.embedders import musicnn
 from tests import helpers
 
 pytestmark = pytest.mark.timeout(600)

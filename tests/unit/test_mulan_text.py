@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from mulan import convert
+from mulan import pretrained
 from mulan.text_tower import bert_tower, installed_minilm
 
 SENTENCES = ["A mellow jazz trio with upright bass and brushed drums.",
@@ -67,9 +67,9 @@ def test_minilm_loads_and_matches_numpy_reference(minilm):
     path, ids, mask = minilm
     tower = bert_tower(hidden=384, num_layers=6, num_heads=12, mlp_dim=1536, pooling="mean")
     params = nn.meta.unbox(tower.init(jax.random.PRNGKey(0), ids, mask))["params"]
-    params["encoder"] = convert.bert_params_from_hf(path)
+    params["encoder"] = pretrained.bert_params_from_hf(path)
     hidden = np.asarray(tower.encoder.apply({"params": params["encoder"]}, ids, mask))
-    ref = _numpy_bert(convert.read_tensors(path), ids, mask)
+    ref = _numpy_bert(pretrained.read_tensors(path), ids, mask)
     m = mask.astype(bool)
     # float32 JAX vs float64 numpy, 6 post-LN layers: agree to 1e-4 on every real token.
     np.testing.assert_allclose(hidden[m], ref[m], atol=1e-4, rtol=0)
@@ -85,17 +85,17 @@ def test_minilm_loads_and_matches_numpy_reference(minilm):
 
 def test_checkpoint_from_another_config_names_the_parameter(minilm):
     path, ids, mask = minilm
-    loaded = convert.bert_params_from_hf(path)
+    loaded = pretrained.bert_params_from_hf(path)
     for kwargs, match in [(dict(hidden=384, num_layers=4, num_heads=12, mlp_dim=1536), "layer_4"),
                           (dict(hidden=384, num_layers=6, num_heads=12, mlp_dim=1024), r"layer_0/mlp_in/(bias|kernel) has shape \((384, )?1024,?\)")]:
         tower = bert_tower(**kwargs)
         boxed = tower.init(jax.random.PRNGKey(0), ids, mask)
         params = nn.meta.unbox(boxed)["params"]
         sh = jax.tree.map(lambda x: jax.sharding.SingleDeviceSharding(jax.devices()[0]), params)
-        with pytest.raises(convert.CheckpointMismatchError, match=match):
-            convert.place(loaded, params["encoder"], sh["encoder"], what="text_checkpoint")
+        with pytest.raises(pretrained.CheckpointMismatchError, match=match):
+            pretrained.place(loaded, params["encoder"], sh["encoder"], what="text_checkpoint")
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
-        convert.read_tensors(os.path.dirname(path))
+        pretrained.read_tensors(os.path.dirname(path))
 
 
 def test_text_longer_than_positions_is_a_clear_error():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from mulan import convert
+from mulan import pretrained
 from mulan.audio_towers import Norm, PatchEmbed, ast_tower, conv, resnet_tower
 
 
@@ -37,13 +37,13 @@ def test_ast_from_hf_matches_hf_patch_layout(tmp_path):
     st = _hf_ast_state(rng)
     path = str(tmp_path / "ast.safetensors")
     save_file(st, path)
-    params = convert.ast_params_from_hf(path, num_heads=2, src_grid=(6, 4))
+    params = pretrained.ast_params_from_hf(path, num_heads=2, src_grid=(6, 4))
     tower = ast_tower(dim=32, depth=1, num_heads=2, mlp_ratio=4, stride=(16, 16))
     feats = rng.normal(size=(2, 96, 64)).astype(np.float32)  # [B, T frames, F mels]
     template = nn.meta.unbox(tower.init(jax.random.PRNGKey(0), feats))["params"]
     params["projection"] = template["projection"]
     sh = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), template)
-    placed = convert.place(params, template, sh, what="audio_checkpoint")
+    placed = pretrained.place(params, template, sh, what="audio_checkpoint")
     # HF: input [B, T, F] -> [B, 1, F, T], conv (OIHW), flatten -> patch index f * nt + t, + pos[2:].
     p = "audio_spectrogram_transformer.embeddings."
     x = np.transpose(feats, (0, 2, 1))[:, None]
@@ -58,10 +58,10 @@ def test_ast_from_hf_matches_hf_patch_layout(tmp_path):
     np.testing.assert_allclose(placed["cls_token"], st[p + "cls_token"].reshape(-1))
     assert tower.apply({"params": placed}, feats).shape == (2, 128)
     # A different target grid resizes the positional embeddings; a wrong source grid is named.
-    resized = convert.ast_params_from_hf(path, 2, (6, 4), dst_grid=(12, 4))
+    resized = pretrained.ast_params_from_hf(path, 2, (6, 4), dst_grid=(12, 4))
     assert resized["pos_embedding"].shape == (1 + 48, 32)
-    with pytest.raises(convert.CheckpointMismatchError, match="not the 7 x 4 grid"):
-        convert.ast_params_from_hf(path, 2, (7, 4))
+    with pytest.raises(pretrained.CheckpointMismatchError, match="not the 7 x 4 grid"):
+        pretrained.ast_params_from_hf(path, 2, (7, 4))
 
 
 def test_resnet_from_torchvision_folds_batchnorm_and_matches_torch_conv(tmp_path):
@@ -88,10 +88,10 @@ def test_resnet_from_torchvision_folds_batchnorm_and_matches_torch_conv(tmp_path
     st = {k: np.asarray(v, np.float32) for k, v in st.items()}
     path = str(tmp_path / "resnet.safetensors")
     save_file(st, path)
-    params = convert.resnet_params_from_torch(path)
+    params = pretrained.resnet_params_from_torch(path)
     params["projection"] = template["projection"]
     sh = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), template)
-    placed = convert.place(params, template, sh, what="audio_checkpoint")
+    placed = pretrained.place(params, template, sh, what="audio_checkpoint")
     # The stem as torch computes it: NCHW conv, padding 3, stride 2, the image's 3 channels all
     # equal to the log-mel, then inference BatchNorm.
     img = np.repeat(feats[:, None], 3, axis=1)
@@ -113,8 +113,8 @@ def test_resnet_from_torchvision_folds_batchnorm_and_matches_torch_conv(tmp_path
     deeper = resnet_tower(stage_sizes=(2, 1), width=8, norm="affine")
     tmpl2 = nn.meta.unbox(deeper.init(jax.random.PRNGKey(0), feats))["params"]
     sh2 = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), tmpl2)
-    with pytest.raises(convert.CheckpointMismatchError, match="stage1_block1"):
-        convert.place(params, tmpl2, sh2, what="audio_checkpoint")
+    with pytest.raises(pretrained.CheckpointMismatchError, match="stage1_block1"):
+        pretrained.place(params, tmpl2, sh2, what="audio_checkpoint")
 
 
 def test_convert_cli_round_trips_through_a_file(tmp_path):
@@ -122,7 +122,9 @@ def test_convert_cli_round_trips_through_a_file(tmp_path):
     src = str(tmp_path / "ast.safetensors")
     save_file(_hf_ast_state(rng), src)
     out = str(tmp_path / "audio.safetensors")
+    from mulan import convert
+
     res = convert.main(["ast", "--src", src, "--out", out, "--num_heads", "2", "--src_grid", "6,4"])
     assert res["num_params"] > 0
-    tree = convert.load_tree(out)
+    tree = pretrained.load_tree(out)
     assert tree["layer_0"]["attention"]["query_kernel"].shape == (32, 2, 16)

@@ -1,12 +1,12 @@
-"""FAD, FAD-infinity, paired similarity and tag agreement (noise2music/metrics.py) on controlled
+"""FAD, FAD-infinity, paired similarity and tag agreement (music_eval/metrics.py) on controlled
 embeddings: exact values where they are known, and an independent computation with scipy."""
 import numpy as np
 import pytest
 import scipy.linalg
 
 from common import ranking
-from noise2music import metrics
-from noise2music.musicnn import MTT_LABELS
+from music_eval import metrics
+from music_eval.embedders.musicnn import MTT_LABELS
 
 
 def _fad_scipy(x, y):

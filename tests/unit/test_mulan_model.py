@@ -1,6 +1,5 @@
 """MuLan's loss, temperature and model: global-batch semantics, formulas, paper-size configs."""
 import flax.linen as nn
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np

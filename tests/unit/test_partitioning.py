@@ -11,7 +11,7 @@ from trainer.partitioning import FSDP_TENSOR_RULES, DataLayout, Partitioner
 from trainer.toy import ToyModel
 from trainer.train_state import abstract_state
 
-GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "toy_fsdp_tensor_1x4x2.json")
+GOLDEN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "golden", "toy_fsdp_tensor_1x4x2.json")
 
 
 def _spec_str(spec) -> list:

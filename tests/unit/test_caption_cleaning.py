@@ -1,5 +1,5 @@
 """Caption cleaning for the pseudo-label bank: names removed, sentences split, duplicates dropped."""
-from data.caption_text import dedupe, name_variants, remove_names, split_sentences
+from pseudo_labels.cleaning import dedupe, name_variants, remove_names, split_sentences
 
 NAMES = ["Johann Sebastian Bach", "Jesu, Joy of Man's Desiring", "Ludwig van Beethoven", "Antonín Dvořák",
          "Take Five", "Dave Brubeck Quartet"]

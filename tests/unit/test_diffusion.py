@@ -59,22 +59,66 @@ def test_step_presets_are_the_papers_lists():
         d.step_sizes([0.5, 0.4])
 
 
-def _gaussian_eps(s, mu, std):
-    """The exact eps-predictor for data ~ N(mu, std^2): E[eps | x_t]."""
-    def f(x, t):
-        a, sg = s.alpha_sigma(t)
-        a, sg = a[:, None], sg[:, None]
-        return sg * (x - a * mu) / (a * a * std * std + sg * sg)
-    return f
+class _GaussianDenoiser:
+    """The exact eps-predictor for data ~ N(mu, std^2), E[eps | x_t], behind the sampler's Denoiser
+    protocol; without text (drop = 1) it predicts as if the mean were 0 (a guidance direction)."""
+
+    parameterization = "eps"
+
+    def __init__(self, schedule, mu, std):
+        self.schedule, self.mu, self.std = schedule, mu, std
+
+    def denoise(self, params, x_t, t, emb, mask, drop, cond=None, bottom=None):
+        a, sg = self.schedule.alpha_sigma(t)
+        a, sg = a[:, None, None], sg[:, None, None]
+        mu = self.mu * (1.0 - drop.astype(x_t.dtype))[:, None, None]
+        return sg * (x_t - a * mu) / (a * a * self.std * self.std + sg * sg)
 
 
 @pytest.mark.parametrize("gamma,schedule", [(1.0, "cosine"), (0.0, "cosine"), (0.5, "linear")])
 def test_sampler_recovers_a_known_gaussian(gamma, schedule):
+    """The sampler the binary runs (noise2music.sampler), on the closed-form denoiser."""
+    from noise2music import sampler
+
     s = d.Schedule(schedule)
     mu, std = 0.7, 0.3
-    x = d.sample(_gaussian_eps(s, mu, std), (20000, 1), jax.random.PRNGKey(1), s, d.step_times("uniform:200"),
-                 gamma=gamma)
+    settings = sampler.Settings(steps="uniform:200", gamma=gamma, clip=None)
+    step = sampler.make_step(_GaussianDenoiser(s, mu, std), guided=False, settings=settings)
+    k0, k1 = jax.random.split(jax.random.PRNGKey(1))
+    x1 = jax.random.normal(k0, (4096, 4, 1))
+    x = sampler.sample(step, None, x1, settings, keys=jax.random.split(k1, 4096))
     assert abs(float(x.mean()) - mu) < 0.02 and abs(float(x.std()) - std) < 0.02
+
+
+def test_sampler_guidance_doubles_the_batch_and_w_one_is_none():
+    from noise2music import sampler
+
+    s = d.Schedule("cosine")
+    den = _GaussianDenoiser(s, 0.5, 0.3)
+    keys = jax.random.split(jax.random.PRNGKey(3), 64)
+    x1 = jax.random.normal(jax.random.PRNGKey(4), (64, 2, 1))
+    run = lambda guided, w: sampler.sample(
+        sampler.make_step(den, guided, sampler.Settings(steps="uniform:50", guidance=w, clip=None)), None,
+        jnp.array(x1, copy=True),  # the step donates x
+        sampler.Settings(steps="uniform:50", guidance=w, clip=None), keys=keys)
+    plain, w1 = run(False, 1.0), run(True, 1.0)
+    np.testing.assert_allclose(w1, plain, atol=1e-5)
+    # w = 2: eps = 2 eps(mu) - eps(0), the mean moves past mu (extrapolated away from the unconditional).
+    assert float(run(True, 2.0).mean()) > float(plain.mean()) + 0.1
+
+
+def test_sampler_names_the_step_of_non_finite_values():
+    from noise2music import sampler
+
+    class Nan(_GaussianDenoiser):
+        def denoise(self, *a, **k):
+            return jnp.full_like(a[1], jnp.nan)
+
+    settings = sampler.Settings(steps="uniform:20", clip=None)
+    step = sampler.make_step(Nan(d.Schedule("cosine"), 0.0, 1.0), False, settings)
+    with pytest.raises(sampler.SamplingError, match="stage x: non-finite values at step 2 of 20"):
+        sampler.sample(step, None, jnp.zeros((2, 2, 1)), settings, keys=jax.random.split(jax.random.PRNGKey(0), 2),
+                       name="stage x")
 
 
 def test_guidance_scale_one_is_no_guidance_and_clipping_bounds():

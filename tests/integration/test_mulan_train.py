@@ -127,8 +127,8 @@ def test_checkpoint_from_another_config_names_the_parameter(reference_run):
     d, _ = reference_run
     with pytest.raises(CheckpointRestoreError, match=r"audio_tower/cls_token has shape \(32,\) in the checkpoint "
                                                      r"but \(48,\) in the model"):
-        Encoder.from_model_dir(d, bindings=["ast_tower.dim=48"])
+        Encoder.from_run(d, bindings=["ast_tower.dim=48"])
     with pytest.raises(CheckpointRestoreError, match="text_tower/encoder/layer_1 is in the model but not"):
-        Encoder.from_model_dir(d, bindings=["bert_tower.num_layers=2"])
-    enc = Encoder.from_model_dir(d)
+        Encoder.from_run(d, bindings=["bert_tower.num_layers=2"])
+    enc = Encoder.from_run(d)
     assert enc.step == 6 and enc.dim == 128

@@ -1,5 +1,5 @@
-"""`python -m noise2music.evaluate` end to end on the tiny real corpus: an evaluation set from its
-held-out split (data.eval_set), a "perfect generator" (the reference recordings themselves), the
+"""`python -m music_eval.evaluate` end to end on the tiny real corpus: an evaluation set from its
+held-out split (music_eval.eval_set), a "perfect generator" (the reference recordings themselves), the
 same recordings with noise added, and the white-noise and ground-truth rows; MuLan from the tiny
 trained run and musicnn.  The metrics order the systems as they must, the cache makes a re-run
 embed nothing, the report opens in headless Chromium with no errors and working players, and
@@ -18,13 +18,13 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def _evaluate(*args):
-    return subprocess.run([sys.executable, "-m", "noise2music.evaluate", *args], cwd=helpers.ROOT,
+    return subprocess.run([sys.executable, "-m", "music_eval.evaluate", *args], cwd=helpers.ROOT,
                           env=helpers.env(), capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def eval_set(tiny_corpus, tmp_path_factory):
-    from data import eval_set
+    from music_eval import eval_set
 
     out = str(tmp_path_factory.mktemp("eval_set"))
     res = eval_set.build(tiny_corpus[0], out, split="test")
@@ -96,7 +96,7 @@ def test_evaluate_scores_orders_and_reports(eval_set, tiny_mulan, tmp_path):
             assert again[k] == v, k
 
     # The report in headless Chromium: no console or page errors, every player and image loads.
-    from noise2music import browser
+    from music_eval import browser
 
     if browser.chromium_path() is None:
         pytest.fail("no Chromium: `bash run.sh setup` installs Debian's chromium")

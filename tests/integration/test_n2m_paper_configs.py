@@ -2,7 +2,6 @@
 30 s lengths, and the full sharded train step (EMA on) compiled ahead of time on the 8-device
 FSDP x tensor mesh.  Nothing is run."""
 import gin
-import jax
 import pytest
 from jax.sharding import PartitionSpec
 

@@ -1,10 +1,11 @@
-"""VGGish (noise2music/vggish.py): the converter reads a TF checkpoint written with the released
+"""VGGish (music_eval/embedders/vggish.py): the converter reads a TF checkpoint written with the released
 variable names, and the Flax network equals an independent TensorFlow graph of VGGish's layers on
 the same weights (the released weights cannot be downloaded here)."""
 import numpy as np
 import pytest
 
-from noise2music import embedders, vggish
+from music_eval.embedders import base as embedders
+from music_eval.embedders import vggish
 
 SHAPES = {"vggish/conv1": (3, 3, 1, 64), "vggish/conv2": (3, 3, 64, 128), "vggish/conv3/conv3_1": (3, 3, 128, 256),
           "vggish/conv3/conv3_2": (3, 3, 256, 256), "vggish/conv4/conv4_1": (3, 3, 256, 512),
@@ -81,7 +82,7 @@ def test_converted_network_equals_a_tensorflow_graph_of_vggish(checkpoint):
 
 
 def test_wrong_or_missing_weights_are_named(tmp_path):
-    from noise2music import musicnn
+    from music_eval.embedders import musicnn
 
     with pytest.raises(ValueError, match="needs the weights"):
         embedders.make("vggish")

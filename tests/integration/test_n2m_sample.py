@@ -81,12 +81,12 @@ def test_waveform_cascade_writes_audio_spectrograms_and_settings(tiny_corpus, tm
     assert p.returncode == 0, p.stderr[-3000:]
     np.testing.assert_allclose(_wav(tmp_path / "alone" / "001_seed3_16k.wav")[0], audio[(0, 3)], atol=2e-4)
 
-    # The sampler's folder is what noise2music.evaluate reads: four 2 s clips with their prompts
+    # The sampler's folder is what music_eval.evaluate reads: four 2 s clips with their prompts
     # (which no reference recording has: text-free metrics, and cards without a reference).
-    from data import eval_set
+    from music_eval import eval_set
 
     eval_set.build(corpus_dir, str(tmp_path / "eval_set"))
-    p = subprocess.run([sys.executable, "-m", "noise2music.evaluate", f"--generated={out}",
+    p = subprocess.run([sys.executable, "-m", "music_eval.evaluate", f"--generated={out}",
                         f"--reference={tmp_path / 'eval_set'}", f"--out={tmp_path / 'eval'}", "--embedders=musicnn"],
                        cwd=helpers.ROOT, env=helpers.env(), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -145,16 +145,15 @@ def test_spectrogram_cascade_with_super_resolution(tiny_corpus, tmp_path):
     x24, r24 = _wav(out / "001_seed0_24k.wav")
     assert (r16, len(x16), r24, len(x24)) == (16000, 24000, 24000, 36000)
     # Rates that do not chain: super-resolution reads 16 kHz, the generator makes 3.2 kHz.
-    from noise2music import sampling
+    from noise2music import cascade, sampler
 
-    stages = [sampling.Stage.from_model_dir(spec, "spectrogram_generator"),
-              sampling.Stage.from_model_dir(sr, "super_resolution")]
-    with pytest.raises(sampling.SamplingError, match="super_resolution.*reads 16000 Hz audio"):
-        sampling.check_chain(stages)
+    stages = [cascade.Stage.from_run(spec, "spectrogram_generator"), cascade.Stage.from_run(sr, "super_resolution")]
+    with pytest.raises(cascade.CascadeError, match="super_resolution.*reads 16000 Hz audio"):
+        cascade.check_chain(stages)
     # NaN during sampling: the stage and step are named.
     import jax
 
     st = stages[0]
     st.params = jax.tree.map(lambda x: x * np.nan, st.params)
-    with pytest.raises(sampling.SamplingError, match="spectrogram_generator: non-finite values at step 1 of 2"):
-        st.sample(seeds=[0], texts=["x"], settings=sampling.StageSettings(steps="uniform:2"), seconds=0.5)
+    with pytest.raises(sampler.SamplingError, match="spectrogram_generator: non-finite values at step 1 of 2"):
+        st.sample(seeds=[0], texts=["x"], settings=sampler.Settings(steps="uniform:2"), seconds=0.5)

@@ -11,13 +11,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from data import captions, matching
+from data import matching
+from pseudo_labels import bank as bank_lib
+from pseudo_labels import write_bank
 
 
 @pytest.fixture(scope="module")
 def bank(tiny_corpus, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("bank"))
-    stats = captions.main(["--corpus", tiny_corpus[0], "--out", out, "--writers", "template,midicap",
+    stats = write_bank.main(["--corpus", tiny_corpus[0], "--out", out, "--writers", "template,midicap",
                            "--samples", "midicap=2,template=3", "--no_progress"])
     return out, stats
 
@@ -27,7 +29,7 @@ def test_caption_bank_from_corpus_is_clean_and_resumable(bank, tiny_corpus, caps
     rows = tiny_corpus[2]
     train_works = {r["work_id"] for r in rows if r["split"] == "train"}
     assert stats["songs"] == len(train_works) and stats["jobs_failed"] == 0
-    bank_rows, tags = captions.read_bank(out)
+    bank_rows, tags = bank_lib.read_bank(out)
     assert len(bank_rows) == stats["captions"] > 3 * len(train_works)
     assert {b["writer"] for b in bank_rows} == {"midicap", "template"}
     assert {b["song_id"] for b in bank_rows} <= train_works
@@ -41,15 +43,15 @@ def test_caption_bank_from_corpus_is_clean_and_resumable(bank, tiny_corpus, caps
         "dropped_names", 0)
     cats = {t["category"] for t in tags}
     assert {"genre", "instrument", "mood", "tempo"} <= cats and any(t["text"] == "piano" for t in tags)
-    again = captions.main(["--corpus", tiny_corpus[0], "--out", out, "--writers", "template,midicap",
+    again = write_bank.main(["--corpus", tiny_corpus[0], "--out", out, "--writers", "template,midicap",
                            "--samples", "midicap=2,template=3", "--no_progress"])
     assert again["jobs_run"] == 0 and again["captions"] == stats["captions"]
     # stdout survives the writer threads and ends in the JSON line
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["captions"] == stats["captions"]
     human_out = str(tmp_path / "human")
-    human = captions.main(["--corpus", tiny_corpus[0], "--out", human_out, "--writers", "human", "--no_progress"])
+    human = write_bank.main(["--corpus", tiny_corpus[0], "--out", human_out, "--writers", "human", "--no_progress"])
     assert human["per_writer"]["human"]["answers"] > 0 and all(
-        len(re.findall(r"[A-Za-z]{2,}", b["text"])) >= 3 for b in captions.read_bank(human_out)[0])
+        len(re.findall(r"[A-Za-z]{2,}", b["text"])) >= 3 for b in bank_lib.read_bank(human_out)[0])
 
 
 class _LM(BaseHTTPRequestHandler):
@@ -104,11 +106,11 @@ def test_language_model_writer_over_http_retries_times_out_and_resumes(tmp_path)
             "--lm_url", f"http://127.0.0.1:{server.server_port}", "--lm_timeout_s", "0.5", "--lm_retries", "2",
             "--no_progress", "--workers", "2"]
     try:
-        s = captions.main(args)
+        s = write_bank.main(args)
         assert s["jobs_run"] == 3 and s["jobs_failed"] == 1 and s["lm_retries"] == 2  # one 503, one timeout
         fail = [json.loads(x) for x in open(out / "failures.jsonl")]
         assert fail[0]["song_id"] == "b" and "HTTP 400" in fail[0]["error"]
-        bank_rows, _ = captions.read_bank(str(out))
+        bank_rows, _ = bank_lib.read_bank(str(out))
         texts = [b["text"] for b in bank_rows]
         assert {b["song_id"] for b in bank_rows} == {"a", "c"}
         for t in texts:  # titles and artists gone, sentence kept
@@ -116,7 +118,7 @@ def test_language_model_writer_over_http_retries_times_out_and_resumes(tmp_path)
                 assert name.lower() not in t.lower(), t
         assert any(t.startswith("A gentle acoustic folk ballad") for t in texts)
         _LM.calls = []
-        again = captions.main(args)  # resumes: only the failed song is asked again
+        again = write_bank.main(args)  # resumes: only the failed song is asked again
         assert again["jobs_resumed"] == 2 and _LM.calls == ["Forbidden Song"]
     finally:
         server.shutdown()
@@ -124,17 +126,17 @@ def test_language_model_writer_over_http_retries_times_out_and_resumes(tmp_path)
 
 @pytest.fixture(scope="module")
 def labels(bank, tiny_mulan, tmp_path_factory):
-    from data import pseudo_labels
+    from pseudo_labels import label
 
     model_dir, corpus_dir = tiny_mulan
     out = str(tmp_path_factory.mktemp("labels"))
-    s = pseudo_labels.main(["--model_dir", model_dir, "--bank", bank[0], "--corpus", corpus_dir, "--out", out,
+    s = label.main(["--model_dir", model_dir, "--bank", bank[0], "--corpus", corpus_dir, "--out", out,
                             "--k", "10", "--k_prime", "3", "--tag_k", "10", "--tag_k_prime", "6", "--no_progress"])
     return out, s
 
 
 def test_exported_labels_are_the_exact_top_k_and_draws_from_it(labels, tiny_corpus):
-    from mulan.embed import read_embeddings
+    from data.embedding_store import read_embeddings
 
     out, s = labels
     rows = tiny_corpus[2]
@@ -163,16 +165,16 @@ def test_exported_labels_are_the_exact_top_k_and_draws_from_it(labels, tiny_corp
     counts = np.load(os.path.join(out, "counts.npz"))
     assert counts["captions"].sum() == 10 * len(clip_ids) and counts["tags"].sum() == 10 * len(clip_ids)
     # Embeddings are computed once: a re-run reuses them (no embed timings) and draws the same labels.
-    from data import pseudo_labels
+    from pseudo_labels import labelling
 
     cfg = json.load(open(os.path.join(out, "pseudo_labels.json")))
-    again = pseudo_labels.build(cfg["model_dir"], cfg["bank_dir"], cfg["corpus_dir"], out, progress=False)
+    again = labelling.build(cfg["model_dir"], cfg["bank_dir"], cfg["corpus_dir"], out, progress=False)
     assert not any(k.startswith("embed_") for k in again)
     assert [json.loads(x) for x in open(os.path.join(out, "labels.jsonl"))] == lab
 
 
 def test_clip_draws_do_not_depend_on_the_batch(labels):
-    from data.pseudo_labels import PseudoLabeler
+    from data.pseudo_label_index import PseudoLabeler
 
     lab = PseudoLabeler(labels[0])
     ids = list(lab.clip_row)
@@ -183,24 +185,20 @@ def test_clip_draws_do_not_depend_on_the_batch(labels):
 
 
 def _n2m_iterator(corpus_dir, labels_dir, name="n2m_pseudo_labels", seed=3):
-    from trainer import flags
+    from data import tasks
+    from data.feature_converters import AudioTextFeatureConverter
+    from data.preprocessors import PseudoLabelMatching
     from trainer.input_pipeline import SeqioData
     from trainer.partitioning import DataLayout
 
-    flags.apply(flags.parse_argv(["--gin_file=datasets/pseudo_labels.gin", f"--gin.CORPUS_DIR='{corpus_dir}'",
-                                  f"--gin.PSEUDO_LABELS_DIR='{labels_dir}'",
-                                  "--gin.pseudo_label_matching.batch_size=4"]))
-    from data.feature_converters import MulanFeatureConverter
-
-    src = SeqioData(name, task_feature_lengths={"audio": 160000, "text_tokens": 12}, task_module="data.tasks",
-                    feature_converter=MulanFeatureConverter)
+    name = tasks.corpus_task(name, corpus_dir=corpus_dir, pseudo_labels=PseudoLabelMatching(labels_dir, batch_size=4))
+    src = SeqioData(name, task_feature_lengths={"audio": 160000, "text_tokens": 12},
+                    feature_converter=AudioTextFeatureConverter)
     return src.make_iterator(DataLayout(4, 4, 0, 1), seed=seed)
 
 
 def test_seqio_task_batches_draw_one_pseudo_label_option_per_clip(labels, tiny_corpus):
     import seqio
-
-    import data.tasks  # noqa: F401
 
     out, _ = labels
     corpus_dir = tiny_corpus[0]
@@ -244,10 +242,10 @@ def test_missing_labels_dir_is_named(tiny_corpus, tmp_path):
 
 
 def test_audit_writes_json_markdown_and_plots(labels, tmp_path):
-    from data import audit_pseudo_labels
+    from pseudo_labels import audit
 
     out = tmp_path / "audit"
-    s = audit_pseudo_labels.main(["--labels", labels[0], "--out", str(out)])
+    s = audit.main(["--labels", labels[0], "--out", str(out)])
     full = json.load(open(out / "audit.json"))
     assert s["clips"] == full["clips"] and {"all", "train", "test"} <= set(full["splits"])
     inst = full["splits"]["all"]["instrument"]["captions"]
@@ -262,7 +260,7 @@ def test_audit_writes_json_markdown_and_plots(labels, tmp_path):
 
 
 def test_lexicon_reads_attribute_values_from_captions():
-    from data.audit_pseudo_labels import Lexicon
+    from pseudo_labels.quality import Lexicon
 
     lex = Lexicon({"instrument": {"piano", "drums", "electric guitar", "violin"}, "tempo": {"slow", "upbeat", "fast"},
                    "mode": {"major", "minor"}})

@@ -43,10 +43,10 @@ def test_corpus_has_real_music_metadata_and_work_splits(corpus):
 
 
 def test_corpus_build_is_deterministic_for_a_seed(corpus, tmp_path):
-    from data import build_corpus
+    from data import corpus as corpus_lib
 
     out, _, rows = corpus
-    again = build_corpus.build("tiny", str(tmp_path), seed=0, workers=1, test_fraction=0.35, max_clips=4,
+    again = corpus_lib.build("tiny", str(tmp_path), seed=0, workers=1, test_fraction=0.35, max_clips=4,
                                write_records=False, progress=False)
     assert again["clips"] == 4
     rows2 = [json.loads(line) for line in open(tmp_path / "manifest.jsonl")]
@@ -58,20 +58,20 @@ def test_corpus_build_is_deterministic_for_a_seed(corpus, tmp_path):
 
 
 def _mulan_ds(corpus_dir, seed, split="train", task="mulan_weak_text", shard=None):
-    import gin
     import seqio
 
-    import data.tasks  # noqa: F401
-    from data.feature_converters import MulanFeatureConverter
+    from data import tasks
+    from data.feature_converters import AudioTextFeatureConverter
 
-    gin.bind_parameter("data.paths.corpus_dir.path", corpus_dir)
-    return seqio.get_dataset(task, task_feature_lengths={"audio": 160000, "text_tokens": 24}, dataset_split=split,
-                             shuffle=True, seed=seed, feature_converter=MulanFeatureConverter(), shard_info=shard)
+    name = tasks.corpus_task(task, corpus_dir=corpus_dir, audio_samples=160000)
+    return seqio.get_dataset(name, task_feature_lengths={"audio": 160000, "text_tokens": 24}, dataset_split=split,
+                             shuffle=True, seed=seed, feature_converter=AudioTextFeatureConverter(), shard_info=shard)
 
 
 def test_mulan_task_reads_the_corpus(corpus):
-    from data.tasks import TEXT_VOCAB
+    from data.vocab import BertWordPieceVocabulary
 
+    TEXT_VOCAB = BertWordPieceVocabulary()
     out, _, rows = corpus
     batches = list(_mulan_ds(out, seed=1).batch(4).take(3).as_numpy_iterator())
     again = list(_mulan_ds(out, seed=1).batch(4).take(3).as_numpy_iterator())
@@ -92,21 +92,18 @@ def test_mulan_task_reads_the_corpus(corpus):
 
 
 def test_n2m_task_reads_the_24khz_records_for_super_resolution(corpus, tmp_path):
-    """`n2m_crop.sample_rate = 24000` reads `records_24000/` (3.2 s = 76,800 samples, the same clips
-    as the 16 kHz records); a corpus built without that rate is named with the fix."""
-    import gin
+    """A crop at 24 kHz (SOURCE_RATE = 24000) reads `records_24000/` (3.2 s = 76,800 samples, the same
+    clips as the 16 kHz records); a corpus built without that rate is named with the fix."""
     import seqio
 
-    import data.tasks  # noqa: F401
-    from data.feature_converters import MulanFeatureConverter
+    from data import tasks
+    from data.feature_converters import AudioTextFeatureConverter
 
     out, _, rows = corpus
     assert os.path.isdir(os.path.join(out, "records_24000")) and "24000" in rows[0]["audio"]
-    gin.bind_parameter("data.paths.corpus_dir.path", out)
-    gin.bind_parameter("data.tasks.n2m_crop.seconds", 3.2)
-    gin.bind_parameter("data.tasks.n2m_crop.sample_rate", 24000)
-    ds = seqio.get_dataset("n2m_weak_text", task_feature_lengths={"audio": 76800, "text_tokens": 16},
-                           dataset_split="train", shuffle=False, feature_converter=MulanFeatureConverter())
+    name = tasks.corpus_task("n2m_weak_text", corpus_dir=out, audio_samples=76800, sample_rate=24000)
+    ds = seqio.get_dataset(name, task_feature_lengths={"audio": 76800, "text_tokens": 16},
+                           dataset_split="train", shuffle=False, feature_converter=AudioTextFeatureConverter())
     b = next(ds.batch(2).as_numpy_iterator())
     assert b["audio"].shape == (2, 76800) and np.abs(b["audio"]).max() > 0.01
     # The 24 kHz clip has energy above 8 kHz only if rendered at 24 kHz (not resampled from 16 kHz).
@@ -115,18 +112,18 @@ def test_n2m_task_reads_the_24khz_records_for_super_resolution(corpus, tmp_path)
     assert (hi > 1e-4).all(), hi
     bare = tmp_path / "bare"
     shutil.copytree(out, bare, ignore=shutil.ignore_patterns("records_24000", "audio", "midi"))
-    gin.bind_parameter("data.paths.corpus_dir.path", str(bare))
     with pytest.raises(FileNotFoundError, match="records_24000.*--sample_rates=16000,24000"):
-        seqio.get_dataset("n2m_weak_text", task_feature_lengths={"audio": 76800, "text_tokens": 16},
-                          dataset_split="train", shuffle=False, feature_converter=MulanFeatureConverter())
+        tasks.corpus_task("n2m_weak_text", corpus_dir=str(bare), audio_samples=76800, sample_rate=24000)
 
 
 def test_mulan_eval_task_has_tags_of_held_out_works(corpus):
     import seqio
 
+    from data import tasks
+
     out, _, rows = corpus
-    _mulan_ds(out, 0)  # binds CORPUS_DIR
-    ds = seqio.get_mixture_or_task("mulan_eval").get_dataset(None, split="test", shuffle=False)
+    ds = seqio.get_mixture_or_task(tasks.corpus_task("mulan_eval", corpus_dir=out)).get_dataset(
+        None, split="test", shuffle=False)
     exs = list(ds.as_numpy_iterator())
     test_rows = {r["clip_id"]: r for r in rows if r["split"] == "test"}
     assert {e["clip_id"].decode() for e in exs} == set(test_rows)
@@ -139,17 +136,15 @@ def test_mulan_eval_task_has_tags_of_held_out_works(corpus):
 
 def test_mulan_task_position_restores_exactly_per_host(corpus):
     """The trainer's seqio iterator on this task: 2 hosts, state saved and restored exactly."""
-    import gin
-
-    import data.tasks  # noqa: F401
-    from data.feature_converters import MulanFeatureConverter
+    from data import tasks
+    from data.feature_converters import AudioTextFeatureConverter
     from trainer.input_pipeline import SeqioData
     from trainer.partitioning import DataLayout
 
     out, _, _ = corpus
-    gin.bind_parameter("data.paths.corpus_dir.path", out)
-    src = SeqioData("mulan_weak_text", task_feature_lengths={"audio": 160000, "text_tokens": 24},
-                    feature_converter=MulanFeatureConverter)
+    src = SeqioData(tasks.corpus_task("mulan_weak_text", corpus_dir=out),
+                    task_feature_lengths={"audio": 160000, "text_tokens": 24},
+                    feature_converter=AudioTextFeatureConverter)
     it = src.make_iterator(DataLayout(4, 2, 1, 2), seed=7)
     next(it)
     state = it.get_state()
@@ -296,9 +291,9 @@ def test_audio_errors_name_the_file(tmp_path):
 def test_wordpiece_vocab_python_and_tf_agree():
     import tensorflow as tf
 
-    from data.vocab import BertWordPieceVocabulary, bert_vocab_path
+    from data.vocab import BertWordPieceVocabulary, default_wordpiece_path
 
-    folder = os.path.dirname(bert_vocab_path())
+    folder = os.path.dirname(default_wordpiece_path())
     texts = ["Sustained strings and arpeggios.", "A gentle Latin rhythm, à la Jobim!", "Straßen-Walzer 120bpm"]
     for path in (os.path.join(folder, "vocab.txt"), os.path.join(folder, "tokenizer.json"), folder):
         v = BertWordPieceVocabulary(path)
@@ -332,41 +327,51 @@ def test_text_filter_rules_and_classifier():
     assert clf("Sustained strings and a walking bass.") and not clf("Transcribed by John Smith, 1997.")
 
 
-def test_missing_corpus_dir_is_a_clear_error(tmp_path):
-    from data import paths
+def test_missing_corpus_is_a_clear_error_naming_the_command(tmp_path, monkeypatch):
+    from data import paths, tasks
 
-    with pytest.raises(FileNotFoundError, match="CORPUS_DIR=.*no built corpus"):
+    with pytest.raises(FileNotFoundError, match=f"no built corpus in {tmp_path}.*data.build_corpus --preset demo "
+                                                f"--out {tmp_path}"):
         paths.corpus_dir(str(tmp_path))
+    monkeypatch.setenv("N2M_CACHE_DIR", str(tmp_path / "cache"))   # looking a task up builds nothing
+    with pytest.raises(FileNotFoundError, match="the demo corpus.*`python -m data.build_corpus --preset demo`"):
+        tasks.corpus_task("mulan_weak_text")
+    assert not (tmp_path / "cache").exists()
 
 
-def test_build_corpus_cli_prints_json(tmp_path):
+def test_build_corpus_cli_prints_json_and_skips_a_built_corpus(tmp_path):
     import subprocess
     import sys
 
-    p = subprocess.run([sys.executable, "-m", "data.build_corpus", "--preset", "tiny", "--out", str(tmp_path / "c"),
-                        "--max_clips", "2", "--workers", "1", "--no_progress"], capture_output=True, text=True,
-                       timeout=300)
+    cmd = [sys.executable, "-m", "data.build_corpus", "--preset", "tiny", "--out", str(tmp_path / "c"),
+           "--max_clips", "2", "--workers", "1", "--no_progress"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     last = json.loads(p.stdout.strip().splitlines()[-1])
     assert last["clips"] == 2 and os.path.exists(tmp_path / "c" / "corpus.json")
     assert f"corpus written to {tmp_path / 'c'}" in p.stdout
+    p = subprocess.run(cmd + ["--skip_if_built"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "already built" in p.stdout and json.loads(p.stdout.splitlines()[-1])["skipped"]
     shutil.rmtree(tmp_path / "c")
 
 
 def test_corpus_dir_macro_from_gin_flags(corpus, tmp_path):
-    """A config that includes datasets/corpus.gin; `--gin.CORPUS_DIR=...` points the tasks at a corpus."""
+    """A config that includes datasets/corpus.gin; `--gin.CORPUS_DIR=...` points the task at a corpus,
+    registered with the config's frozen settings when the config is evaluated."""
     import gin
+    import seqio
 
-    import data.tasks  # noqa: F401 (registers the configurables)
-    from data import paths
     from trainer import flags
 
     out, _, _ = corpus
-    (tmp_path / "exp.gin").write_text("include 'datasets/corpus.gin'\ndata.tasks.text_mixture.weights = (1, 1, 1, 1)\n")
+    (tmp_path / "exp.gin").write_text("include 'datasets/corpus.gin'\nTASK = 'mulan_weak_text'\nAUDIO_SAMPLES = 32000\n"
+                                      "SOURCE_RATE = 16000\nTEXT_LENGTH = 8\ncorpus_task.text_weights = (1, 0, 0, 0)\n")
     gin.clear_config()
     flags.apply(flags.parse_argv([f"--gin_file={tmp_path / 'exp.gin'}", f"--gin.CORPUS_DIR='{out}'"]))
-    assert paths.corpus_dir() == out
-    assert data.tasks.text_mixture() == (1, 1, 1, 1)
+    task = seqio.get_mixture_or_task(flags.bound("SeqioData.mixture_or_task_name"))
+    assert out in repr(task.source)
+    ex = next(task.get_dataset({"audio": 32000, "text_tokens": 8}, split="train", shuffle=False).as_numpy_iterator())
+    assert ex["audio"].shape == (32000,)       # the crop is AUDIO_SAMPLES
     gin.clear_config()
     with pytest.raises(flags.FlagError, match="CORPUS_DIRR"):
         flags.apply(flags.parse_argv([f"--gin_file={tmp_path / 'exp.gin'}", "--gin.CORPUS_DIRR='/x'"]))
@@ -374,7 +379,7 @@ def test_corpus_dir_macro_from_gin_flags(corpus, tmp_path):
 
 
 def test_build_fails_early_when_the_disk_cannot_hold_the_corpus(tmp_path):
-    from data.build_corpus import check_disk_space
+    from data.corpus import check_disk_space
 
     check_disk_space(str(tmp_path), 15.0, 10, 10, [16000], True)  # a few clips fit
     with pytest.raises(SystemExit, match=r"needs up to \d+\.\d GB .* GB is free.*--max_clips"):
@@ -383,9 +388,9 @@ def test_build_fails_early_when_the_disk_cannot_hold_the_corpus(tmp_path):
 
 def test_full_preset_plan_gives_every_clip_its_own_id():
     """Quartet movements share their work (and split) but not their clip id or seed."""
-    from data import build_corpus
+    from data import corpus
 
-    specs = build_corpus.plan("full", 0, ["sf"], [], 0.1)
+    specs = corpus.plan("full", 0, ["sf"], [], 0.1)
     assert len({s["clip_id"] for s in specs}) == len(specs) == 19560
     movements = [s for s in specs if "/movement" in (s["work"].get("path") or "")]
     assert movements and len({s["clip_seed"] for s in movements}) == len(movements)
