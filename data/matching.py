@@ -1,4 +1,4 @@
-"""Exact top-K caption matching and the inverse-frequency draw of pseudo-labelling (SPEC.md §3).
+"""Exact top-K caption matching and the inverse-frequency draw of pseudo-labelling (docs/PAPERS.md §3).
 
     index = BankIndex(bank_embeddings, dtype='float32')        # [N, D], L2-normalised, in memory once
     scores, ids = index.topk(clip_embeddings, k=10)              # exact, [Q, k] best first

@@ -1,4 +1,4 @@
-"""Weakly associated text for a clip, from four sources kept apart, as MuLan used (SPEC §1).
+"""Weakly associated text for a clip, from four sources kept apart, as MuLan used (docs/PAPERS.md §1).
 
 * short-form: title, composer, tags (instruments, genre, tempo words, key, meter) and the junk web
   metadata carries beside them (catalogue ids, collection numbers, file-ish names);

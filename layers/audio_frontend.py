@@ -1,7 +1,7 @@
 """The audio front end, on device: raw 16 kHz waveform -> normalised log-mel, SpecAugment, and the
 80-bin log-mel in [-1, 1] of Noise2Music's spectrogram path (`MelSpec`).
 
-Choices (SPEC.md §1 fixes window, hop, bins and rate; the rest is ours):
+Choices (docs/PAPERS.md §1 fixes window, hop, bins and rate; the rest is ours):
 - 25 ms periodic Hann window (400 samples), 10 ms hop (160), FFT size 512.
 - Frames are centred: the waveform is zero-padded by (window - hop) / 2 = 120 samples at each end,
   so a T-sample clip gives exactly T / hop frames (10 s -> 1000 frames, the papers' 64 x 1000).

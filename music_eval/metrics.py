@@ -1,4 +1,4 @@
-"""Metrics of generated music (SPEC.md §4): FAD, FAD-infinity, MuLan similarity, tag agreement.
+"""Metrics of generated music (docs/PAPERS.md §4): FAD, FAD-infinity, MuLan similarity, tag agreement.
 
     fad(real_emb, gen_emb)                     # {'fad', 'n_real', 'n_generated', 'dim', 'warning'?}
     fad_infinity(real_emb, gen_emb)            # {'fad_inf', 'slope', 'points': [(n, fad), ...]}

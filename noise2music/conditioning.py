@@ -1,4 +1,4 @@
-"""Low-fi conditioning of the cascaders, the vocoder and super-resolution (SPEC.md §2 and §2.2).
+"""Low-fi conditioning of the cascaders, the vocoder and super-resolution (docs/PAPERS.md §2 and §2.2).
 
 * `fft_upsample(x, factor)`: the low-fi audio upsampled by zero-extending its spectrum (rFFT ->
   zero-pad -> inverse rFFT, amplitude preserved), as the paper does before stacking it with x_t.

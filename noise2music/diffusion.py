@@ -120,7 +120,7 @@ PRESETS = {
 def step_sizes(spec: str | Sequence[float]) -> np.ndarray:
     """Step sizes from t = 0 upwards, summing to 1. `spec`: a list of sizes (or a comma-separated
     string of them), a preset name ('generator', 'cascader', 'vocoder'), 'uniform:N', or
-    'back_heavy:SPEC' (SPEC reversed: many small steps near t = 1)."""
+    'back_heavy:SCHEDULE' (SCHEDULE reversed: many small steps near t = 1)."""
     if not isinstance(spec, str):
         sizes = np.asarray(spec, np.float64)
     elif spec.startswith("uniform:"):
@@ -136,7 +136,7 @@ def step_sizes(spec: str | Sequence[float]) -> np.ndarray:
         sizes = np.asarray([float(v) for v in spec.split(",") if v.strip()], np.float64)
     else:
         raise ValueError(f"step schedule {spec!r}: comma-separated sizes, one of {sorted(PRESETS)}, 'uniform:N' or "
-                         f"'back_heavy:SPEC'")
+                         f"'back_heavy:SCHEDULE'")
     if sizes.ndim != 1 or not len(sizes) or np.any(sizes <= 0) or abs(sizes.sum() - 1.0) > 1e-6:
         raise ValueError(f"step schedule {spec if isinstance(spec, str) else 'list'}: sizes must be positive "
                          f"and sum to 1 (sum {sizes.sum():.6g}, {len(sizes)} steps)")

@@ -53,7 +53,7 @@ def parse_args(argv):
     for s in STAGES:
         ap.add_argument(f"--{s}", default=None, help=f"the {s} stage's training run (its --model_dir)")
         ap.add_argument(f"--{s}_steps", default=None, help="step schedule: a preset (generator, cascader, vocoder), "
-                        "'uniform:N', 'back_heavy:NAME' or comma-separated step sizes")
+                        "'uniform:N', 'back_heavy:SCHEDULE' or comma-separated step sizes")
         ap.add_argument(f"--{s}_guidance", type=float, default=None, help="classifier-free guidance scale w")
         ap.add_argument(f"--{s}_gamma", type=float, default=None, help="ancestral stochasticity in [0, 1]")
         ap.add_argument(f"--{s}_checkpoint_step", type=int, default=None, help="default: the newest")

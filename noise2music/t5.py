@@ -1,4 +1,4 @@
-"""The T5 (v1.1) encoder of Noise2Music's text conditioning (SPEC.md §2.2), in Flax, frozen.
+"""The T5 (v1.1) encoder of Noise2Music's text conditioning (docs/PAPERS.md §2.2), in Flax, frozen.
 
     enc = T5Encoder(T5Config.v1_1("base"))
     params = load_hf_t5(path_or_state_dict, enc.config)         # HF T5 / T5 v1.1 weights, converted

@@ -1,4 +1,4 @@
-"""The 1-D Efficient U-Net of Noise2Music (SPEC.md §2.1): one module for all five models.
+"""The 1-D Efficient U-Net of Noise2Music (docs/PAPERS.md §2.1): one module for all five models.
 
     net = UNet1D(base=256, kernel=7, strides=(4,) * 6, multipliers=(1, 1, 2, 3, 4, 4),
                  blocks=(3, 3, 3, 4, 4, 4), self_attention=(False,) * 3 + (True,) * 3,

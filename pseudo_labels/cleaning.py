@@ -1,4 +1,4 @@
-"""Cleaning language-model answers into caption sentences that fit *other* music (SPEC.md §3).
+"""Cleaning language-model answers into caption sentences that fit *other* music (docs/PAPERS.md §3).
 
     sentences = split_sentences(answer)
     clean = [remove_names(s, names_of(song)) for s in sentences]   # no title / artist / composer

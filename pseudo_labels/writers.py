@@ -1,4 +1,4 @@
-"""Caption writers for the caption bank (SPEC.md §3): each turns one song into raw descriptions.
+"""Caption writers for the caption bank (docs/PAPERS.md §3): each turns one song into raw descriptions.
 
 A song is a dict: `id`, `title`, `artist` (or `composer`), optionally `midi` (a file), `audio`,
 and `metadata` (instruments, genre, tempo_bpm, key, time_signature, ensemble, dance, ...: the
@@ -14,7 +14,7 @@ bank records it and goes on).
 * `MidicapWriter`: the third-party rule-based `midicap` captioner over the song's MIDI file
   (MusicCaps-style paragraphs: instruments, key, tempo, chords), several seeded variations.
 * `TemplateWriter`: sentences from templates over the song's metadata, seeded per song.
-* `HumanWriter`: human-written caption sentences the song comes with (SPEC §3 adds them to the
+* `HumanWriter`: human-written caption sentences the song comes with (docs/PAPERS.md §3 adds them to the
   bank): `captions` in the songs file, or a corpus work's long-form descriptions.
 """
 from __future__ import annotations

@@ -10,9 +10,10 @@ the tiny corpus, run the binaries in subprocesses, or compile paper-size steps):
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests import helpers  # noqa: E402
+
+os.environ.update(helpers.env(devices=8, base={}))
 
 import gin  # noqa: E402
 import pytest  # noqa: E402
@@ -72,8 +73,6 @@ TINY_MULAN_ARGS = [
 def tiny_mulan(tiny_corpus, tmp_path_factory):
     """A tiny MuLan trained 6 steps on the tiny corpus by the real binary: (model dir, corpus dir)."""
     import subprocess
-
-    from tests import helpers
 
     corpus_dir = tiny_corpus[0]
     d = str(tmp_path_factory.mktemp("mulan_ref"))

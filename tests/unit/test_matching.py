@@ -1,4 +1,4 @@
-"""Exact top-K caption matching and the inverse-frequency draw (pseudo-labelling, SPEC.md §3)."""
+"""Exact top-K caption matching and the inverse-frequency draw (pseudo-labelling, docs/PAPERS.md §3)."""
 import itertools
 
 import jax.numpy as jnp

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 
 from noise2music.unet import UNet1D
+from tests import fakes
 
 TINY = dict(base=16, kernel=5, strides=(2, 4), multipliers=(1, 2), blocks=(1, 1), self_attention=(False, True),
             cross_attention=(False, True), num_heads=2)
 
 
-def _perturbed(params, key):
-    """Zero-initialised output layers make every input give 0: jitter all parameters."""
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+def _params(net, *args, seed=0, **kw):
+    """Random parameters of the right shapes (the zero-initialised output layers would make every
+    input give 0; tests.fakes.random_params compiles nothing)."""
+    return fakes.random_params(jax.eval_shape(lambda *a: net.init(jax.random.PRNGKey(1), *a, **kw), *args), seed)
 
 
 def _inputs(b=2, n=64, t_len=5, d=12):
@@ -28,30 +28,29 @@ def _inputs(b=2, n=64, t_len=5, d=12):
 def test_shapes_conditioning_and_bottom_input():
     net = UNet1D(**TINY, out_channels=1)
     x, t, text, mask, cond = _inputs()
-    params = net.init(jax.random.PRNGKey(1), x, t, text=text, text_mask=mask, cond=cond,
-                      bottom=jnp.zeros((2, 8, 32)))
-    params = _perturbed(nn.meta.unbox(params), jax.random.PRNGKey(2))
-    out = net.apply(params, x, t, text=text, text_mask=mask, cond=cond, bottom=jnp.zeros((2, 8, 32)))
+    params = _params(net, x, t, text=text, text_mask=mask, cond=cond, bottom=jnp.zeros((2, 8, 32)))
+    apply = jax.jit(net.apply)
+    out = apply(params, x, t, text=text, text_mask=mask, cond=cond, bottom=jnp.zeros((2, 8, 32)))
     assert out.shape == (2, 64, 1) and bool(jnp.all(jnp.isfinite(out)))
-    moved = net.apply(params, x, t, text=text, text_mask=mask, cond=cond + 1.0, bottom=jnp.ones((2, 8, 32)))
+    moved = apply(params, x, t, text=text, text_mask=mask, cond=cond + 1.0, bottom=jnp.ones((2, 8, 32)))
     assert float(jnp.max(jnp.abs(moved - out))) > 1e-4   # the conditioning reaches the output
     with pytest.raises(ValueError, match="multiple of prod"):
-        net.apply(params, x[:, :60], t, text=text, text_mask=mask, cond=cond[:, :60])
+        apply(params, x[:, :60], t, text=text, text_mask=mask, cond=cond[:, :60])
     with pytest.raises(ValueError, match="bottom"):
-        net.apply(params, x, t, text=text, text_mask=mask, cond=cond, bottom=jnp.zeros((2, 16, 32)))
+        apply(params, x, t, text=text, text_mask=mask, cond=cond, bottom=jnp.zeros((2, 16, 32)))
     with pytest.raises(ValueError, match="one per depth"):
-        UNet1D(**{**TINY, "blocks": (1, 1, 1)}).init(jax.random.PRNGKey(0), x, t, text=text)
+        jax.eval_shape(lambda: UNet1D(**{**TINY, "blocks": (1, 1, 1)}).init(jax.random.PRNGKey(0), x, t, text=text))
 
 
 def test_dropped_text_zeroes_cross_attention():
     net = UNet1D(**TINY)
     x, t, text, mask, _ = _inputs()
-    params = _perturbed(nn.meta.unbox(net.init(jax.random.PRNGKey(1), x, t, text=text, text_mask=mask)),
-                        jax.random.PRNGKey(3))
+    params = _params(net, x, t, text=text, text_mask=mask, seed=3)
     other = text[::-1] * 3.0
     drop = jnp.array([1, 0])
-    a = net.apply(params, x, t, text=text, text_mask=mask, drop_text=drop)
-    b = net.apply(params, x, t, text=other, text_mask=mask, drop_text=drop)
+    apply = jax.jit(net.apply)
+    a = apply(params, x, t, text=text, text_mask=mask, drop_text=drop)
+    b = apply(params, x, t, text=other, text_mask=mask, drop_text=drop)
     np.testing.assert_allclose(a[0], b[0], atol=1e-6)               # dropped: the text does not matter
     assert float(jnp.max(jnp.abs(a[1] - b[1]))) > 1e-4             # kept: it does
 
@@ -69,7 +68,7 @@ def test_every_matrix_parameter_has_a_sharded_logical_axis():
 
 
 def test_paper_waveform_generator_by_shape():
-    """SPEC §2.1's waveform generator at 30.72 s of 3.2 kHz (98,304 = 24 x 4^6 samples: 96,000 padded)."""
+    """The paper's waveform generator (docs/PAPERS.md §2.1) at 30.72 s of 3.2 kHz (98,304 = 24 x 4^6 samples: 96,000 padded)."""
     net = UNet1D(base=256, kernel=7, strides=(4,) * 6, multipliers=(1, 1, 2, 3, 4, 4), blocks=(3, 3, 3, 4, 4, 4),
                  self_attention=(False,) * 3 + (True,) * 3, cross_attention=(False,) * 3 + (True,) * 3, num_heads=8)
     x = jax.ShapeDtypeStruct((1, 98304, 1), jnp.float32)

@@ -20,15 +20,21 @@ def checkpoint(tmp_path_factory):
     rng = np.random.default_rng(0)
     flat = {}
     for scope, shape in SHAPES.items():
-        flat[f"{scope}/weights"] = (rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[:-1]))).astype(np.float32)
+        flat[f"{scope}/weights"] = rng.standard_normal(shape, dtype=np.float32) * np.float32(
+            np.sqrt(2.0 / np.prod(shape[:-1])))
         flat[f"{scope}/biases"] = (0.01 * rng.standard_normal(shape[-1])).astype(np.float32)
     prefix = str(tmp_path_factory.mktemp("vggish") / "vggish_model.ckpt")
     with tf.Graph().as_default():
-        for name, v in flat.items():
-            tf.compat.v1.Variable(v, name=name)
-        tf.compat.v1.Variable(np.zeros(3, np.float32), name="vggish/unrelated/slot")  # ignored names are fine
+        # Variables fed through placeholders: 72M weights as graph constants take ~20 s to build.
+        values = {**flat, "vggish/unrelated/slot": np.zeros(3, np.float32)}  # ignored names are fine
+        feeds, assigns = {}, []
+        for name, v in values.items():
+            var = tf.compat.v1.get_variable(name, v.shape, tf.float32, tf.compat.v1.zeros_initializer())
+            ph = tf.compat.v1.placeholder(tf.float32, v.shape)
+            feeds[ph] = v
+            assigns.append(var.assign(ph))
         with tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
+            sess.run(assigns, feeds)
             tf.compat.v1.train.Saver().save(sess, prefix)
     return prefix, flat
 

@@ -1,0 +1,83 @@
+"""Fakes for fast tests (the role of seqio's `test_utils`): parameters without an init program, a
+corpus of synthetic records, and a trained run on disk without a training binary.
+
+    params = random_params(jax.eval_shape(lambda: net.init(key, x)))      # numpy, no compile
+    corpus_dir = fake_corpus(tmp_path, clips=6)                           # records + manifest + corpus.json
+    run_dir = fake_run(tmp_path, config_gin, model, step=3)               # config.gin + an Orbax checkpoint
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+
+def random_params(abstract, seed: int = 0, scale: float = 0.05):
+    """Normal(0, scale) numpy arrays shaped like `abstract` (boxes unboxed): for tests of behaviour,
+    not of initialisation, without compiling an init program (XLA:CPU compiles threefry slowly)."""
+    import flax.linen as nn
+    import jax
+
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda a: (scale * rng.standard_normal(a.shape)).astype(a.dtype),
+                        nn.meta.unbox(abstract))
+
+
+def _tone(seconds: float, rate: int, hz: float, seed: int) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(seed)
+    return (0.3 * np.sin(2 * np.pi * hz * t) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def fake_corpus(root, clips: int = 6, seconds: float = 3.0, rates=(16000,), test_every: int = 3) -> str:
+    """A built corpus of `clips` synthetic tones with weak texts and tags: `records[_<rate>]/`,
+    `manifest.jsonl`, `audio/` (16 kHz WAVs) and `corpus.json`, as `data.corpus.build` writes them."""
+    from data import audio, records
+
+    root = str(root)
+    os.makedirs(os.path.join(root, "audio"), exist_ok=True)
+    rows = []
+    for i in range(clips):
+        split = "test" if i % test_every == test_every - 1 else "train"
+        texts = {"short": [f"tone {i}", "synth"], "long": [f"A steady synth tone number {i}."], "playlist": [],
+                 "label": ["synth"]}
+        row = {"clip_id": f"clip{i}", "work_id": f"work{i}", "split": split, "duration_s": seconds, "texts": texts,
+               "text_ok": {k: [1] * len(v) for k, v in texts.items()},
+               "tags": {"instrument": ["synth"], "tempo": ["slow" if i % 2 else "fast"]},
+               "audio": {str(r): f"audio/clip{i}_{r}.wav" for r in rates}}
+        for r in rates:
+            audio.write_wav(os.path.join(root, row["audio"][str(r)]), _tone(seconds, r, 220.0 * (1 + i), i), r)
+        rows.append(row)
+    with open(os.path.join(root, "manifest.jsonl"), "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    for r in rates:
+        records.write_corpus_records(root, rows, sample_rate=r, per_shard=2, progress=False)
+    with open(os.path.join(root, "corpus.json"), "w") as f:
+        json.dump({"preset": "fake", "seed": 0, "clips": clips, "sample_rates": list(rates)}, f)
+    return root
+
+
+def fake_run(root, config_gin: str, params, step: int = 1, ema_params=None) -> str:
+    """A training run's folder with `config_gin` as its config.gin and `params` (and EMA params)
+    saved by the trainer's own `Checkpointer` at `step` (no optimizer state)."""
+    import jax
+    import jax.numpy as jnp
+
+    from trainer.checkpoints import CheckpointConfig, Checkpointer
+    from trainer.input_pipeline import IndexedIterator
+    from trainer.partitioning import DataLayout
+    from trainer.train_state import TrainState
+
+    root = str(root)
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "config.gin"), "w") as f:
+        f.write(config_gin)
+    state = TrainState(step=jnp.asarray(step, jnp.int32), params=jax.tree.map(jnp.asarray, params), opt_state=None,
+                       rng=jax.random.PRNGKey(0),
+                       ema_params=None if ema_params is None else jax.tree.map(jnp.asarray, ema_params))
+    ckpt = Checkpointer(root, CheckpointConfig(async_save=False))
+    ckpt.save(step, state, IndexedIterator(lambda idx: {}, DataLayout(1, 1, 0, 1)))
+    ckpt.close()
+    return root

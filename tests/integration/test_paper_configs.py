@@ -1,0 +1,65 @@
+"""The paper-size configs (the two MuLan towers, the five Noise2Music stages): parameter counts
+from eval_shape, the padding of the 30 s lengths, and the full sharded train step compiled ahead
+of time on the 8-device FSDP x tensor mesh (`trainer.train.compile_train_step`).  Nothing is run."""
+import pytest
+from jax.sharding import PartitionSpec
+
+# N2M config -> (stage, U-Net params in millions (low, high), x length, padded length)
+N2M = {
+    "waveform_generator": ("generator", (460, 475), 96000, 98304),
+    "waveform_cascader": ("cascader", (370, 385), 51200, 51200),
+    "super_resolution": ("super_resolution", (80, 88), 76800, 76800),
+    "spectrogram_generator": ("spectrogram_generator", (560, 575), 3000, 3072),
+    "spectrogram_vocoder": ("vocoder", (30, 36), 51200, 51200),
+}
+MULAN = {"mulan/resnet50.gin": (130, 140), "mulan/ast.gin": (190, 200)}
+
+
+def _compile(config: str, ema_decay=None):
+    """The config's model, its abstract state on a (1, 4, 2) mesh and its compiled train step."""
+    from trainer import flags
+    from trainer.optimizers import adam
+    from trainer.partitioning import Partitioner
+    from trainer.train import compile_train_step
+    from trainer.train_state import abstract_state
+
+    flags.parse_and_apply([f"--gin_file={config}", "--gin_file=mesh/fsdp_tensor.gin",
+                           "--gin.Partitioner.mesh_shape=(1, 4, 2)", "--model_dir=/tmp/unused"], "")
+    model, partitioner, opt, batch = flags.bound("train.model"), Partitioner(), adam(1e-4), 8
+    state = abstract_state(model, partitioner, batch_size=batch, optimizer=opt, ema=ema_decay is not None)
+    compiled, _, _ = compile_train_step(model, opt, state, partitioner, batch, ema_decay=ema_decay)
+    assert compiled.cost_analysis() is not None
+    return model, state
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("config", list(MULAN))
+def test_mulan_paper_size_by_shape_and_aot_compile(config):
+    from trainer.train_state import param_count
+
+    _, state = _compile(config)
+    n = param_count(state.abstract.params) / 1e6
+    assert MULAN[config][0] < n < MULAN[config][1], n
+    # The text tower is BERT-base (~110M incl. embeddings) in both.
+    assert 108 < param_count(state.abstract.params["text_tower"]) / 1e6 < 111
+    # FSDP really shards the BERT embedding table over the 4-way fsdp axis.
+    assert state.shardings.params["text_tower"]["encoder"]["word_embeddings"].spec == PartitionSpec("tensor", "fsdp")
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("config", list(N2M))
+def test_noise2music_paper_size_by_shape_and_aot_compile(config):
+    from trainer import flags
+    from trainer.train_state import param_count
+
+    stage, millions, length, padded = N2M[config]
+    model, state = _compile(f"noise2music/{config}.gin", ema_decay=0.9999)
+    assert (model.stage, model.length, model.padded) == (stage, length, padded)
+    unet = param_count(state.abstract.params["unet"]) / 1e6
+    assert millions[0] < unet < millions[1], unet
+    if model.has_text:   # the frozen T5 v1.1 XL encoder
+        assert 1220 < param_count(state.abstract.params["text_encoder"]) / 1e6 < 1230
+    # FSDP x tensor really shards the widest convolutions: [kernel, C_in (fsdp), C_out (tensor)].
+    last = len(flags.bound("UNet1D.strides")) - 1
+    conv = state.shardings.params["unet"][f"down{last}_block0"]["conv1"]["kernel"]
+    assert conv.spec == PartitionSpec(None, "fsdp", "tensor")
