@@ -1,0 +1,68 @@
+"""Runs loaded for inference (`trainer.restore`): through the run's Checkpointer, EMA or raw
+parameters, the steps named; and `config.gin` files of the layout before the restructure
+(tests/golden/old_layout, written by the main job then) still build their models."""
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from tests import fakes
+
+GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden", "old_layout")
+
+
+def _toy_run(tmp_path, step=3):
+    import gin
+
+    from trainer import flags
+    from trainer.toy import ToyModel
+
+    flags.apply(flags.parse_argv(["--gin_file=toy/tiny_cpu.gin", "--model_dir=/unused"]))
+    config = gin.config_str()
+    gin.clear_config()
+    abstract = jax.eval_shape(ToyModel().init_params, jax.random.PRNGKey(0), ToyModel().dummy_batch(2))
+    params, ema = fakes.random_params(abstract, 1), fakes.random_params(abstract, 2)
+    return fakes.fake_run(tmp_path / "run", config, params, step=step, ema_params=ema), params, ema
+
+
+def test_a_run_loads_through_its_checkpointer(tmp_path):
+    from trainer import restore
+    from trainer.toy import ToyModel
+
+    d, params, ema = _toy_run(tmp_path)
+    run = restore.load(d, expect=ToyModel)
+    assert (run.step, run.which) == (3, "EMA params") and run.checkpoint.endswith("checkpoints/3")
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(run.params), ema)
+    raw = restore.load(d, expect=ToyModel, use_ema=False)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(raw.params), params)
+    with pytest.raises(restore.ModelDirError, match=r"no checkpoint at step 7 \(have: \[3\]\)"):
+        restore.load(d, expect=ToyModel, step=7)
+    from noise2music.model import Noise2MusicModel
+
+    with pytest.raises(restore.ModelDirError, match="train.model is ToyModel, not a Noise2MusicModel"):
+        restore.load(d, expect=Noise2MusicModel)
+    with pytest.raises(restore.ModelDirError, match="config.gin: missing"):
+        restore.load(str(tmp_path), expect=ToyModel)
+
+
+def test_old_layout_configs_build_their_models():
+    """The main job's config.gin files from before the restructure: moved modules, the renamed
+    feature converter and the removed data settings are rewritten, and the models are the same."""
+    from mulan.model import MulanModel
+    from noise2music.model import Noise2MusicModel
+    from trainer import restore
+
+    text, notes = restore.upgrade_config(open(os.path.join(GOLDEN, "mulan_tiny_config.gin")).read())
+    assert "import layers.audio_frontend as mulan2" in text and "@AudioTextFeatureConverter" in text
+    assert "corpus_dir.path =" not in text and "text_mixture.weights =" not in text
+    assert "module mulan.frontend -> layers.audio_frontend" in notes
+    model, rules, ema = restore.model_from_config(os.path.join(GOLDEN, "mulan_tiny_config.gin"), MulanModel)
+    assert isinstance(model, MulanModel) and model.audio_samples == 160000 and model.text_length == 32
+    assert rules and not ema
+    model, _, ema = restore.model_from_config(os.path.join(GOLDEN, "n2m_generator_config.gin"), Noise2MusicModel)
+    assert model.stage == "generator" and model.parameterization == "v" and model.length == 32000 and ema
+    assert model.net.text.vocab_size == 30522 and model.vocabulary is None   # the tasks' WordPiece then
+    unchanged, none = restore.upgrade_config(open(os.path.join(GOLDEN, "mulan_tiny_config.gin")).read())
+    again, notes = restore.upgrade_config(unchanged)
+    assert again == unchanged and not notes                                   # today's layout: untouched
