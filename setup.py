@@ -57,9 +57,12 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(
-        include=["common*", "layers*", "trainer*", "data*", "mulan*", "pseudo_labels*", "noise2music*", "music_eval*", "configs*"]
+    # Namespace packages too: configs/mesh, configs/toy and configs/trainer hold only gin files.
+    packages=setuptools.find_namespace_packages(
+        include=["common*", "layers*", "trainer*", "data*", "mulan*", "pseudo_labels*", "noise2music*", "music_eval*",
+                 "configs*"]
     ),
+    package_dir={"": "."},   # the packages sit at the top: an editable install is one .pth line
     package_data={"configs": ["*.gin", "**/*.gin"], "data": ["*.jsonl"]},
     include_package_data=True,
     install_requires=[f"jax=={JAX_VERSION}", f"jaxlib=={JAX_VERSION}", *PINS.values()],
