@@ -32,9 +32,10 @@ import re
 import numpy as np
 
 from data import weak_text
+from data.records import TAG_ATTRIBUTES
 from pseudo_labels.bank import read_bank
 
-ATTRIBUTES = ("instrument", "genre", "style", "tempo", "mode", "dance", "ensemble")
+ATTRIBUTES = TAG_ATTRIBUTES   # the corpus's ground-truth attributes
 _TEMPO_PHRASES = {
     "slow": ["slow", "slowly", "very slow", "leisurely", "largo", "adagio", "unhurried"],
     "moderate tempo": ["moderate tempo", "moderate pace", "moderately paced", "medium tempo", "mid-tempo",

@@ -81,3 +81,20 @@ def fake_run(root, config_gin: str, params, step: int = 1, ema_params=None) -> s
     ckpt.save(step, state, IndexedIterator(lambda idx: {}, DataLayout(1, 1, 0, 1)))
     ckpt.close()
     return root
+
+
+def fake_trained_run(root, gin_file: str, *bindings: str, step: int = 2, seed: int = 0) -> str:
+    """A run of `gin_file` (+ `--gin.` bindings) as if trained for `step` steps: the config.gin the
+    trainer would write, and random parameters and EMA parameters of its model (for tests of
+    what reads runs: sampling, embedding; not of training)."""
+    import gin
+
+    from trainer import flags
+    from trainer.train_state import abstract_state
+
+    gin.clear_config()
+    flags.apply(flags.parse_argv([f"--gin_file={gin_file}", *bindings, f"--model_dir={root}"]))
+    model, config = flags.bound("train.model"), gin.config_str()
+    gin.clear_config()
+    abstract = abstract_state(model, None, batch_size=1).abstract.params
+    return fake_run(root, config, random_params(abstract, seed), step=step, ema_params=random_params(abstract, seed + 1))
