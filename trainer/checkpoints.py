@@ -249,8 +249,6 @@ class Checkpointer:
         target = {"params": abstract_state.params}
         if abstract_state.ema_params is not None:
             target["ema_params"] = abstract_state.ema_params
-        if not (epath.Path(path) / "state").exists():
-            raise FileNotFoundError(f"CheckpointConfig.init_from={path!r}: no {epath.Path(path) / 'state'}")
         return _restore_subtrees(epath.Path(path) / "state", target, f"CheckpointConfig.init_from={path!r}")
 
     def wait_until_finished(self) -> None:
