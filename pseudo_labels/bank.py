@@ -36,6 +36,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from data.manifest import read_rows
 from pseudo_labels import cleaning as caption_text
 from pseudo_labels import writers as caption_writers
 
@@ -80,28 +81,22 @@ def songs_from_corpus(corpus_dir: str, split: str | None = "train") -> list[dict
 
 
 def read_songs(path: str) -> list[dict]:
+    """A songs file: JSON lines (`data.manifest.read_rows`), `midi` / `audio` relative to its folder."""
     songs, seen = [], set()
     base = os.path.dirname(os.path.abspath(path))
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                s = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not JSON ({e})") from None
-            if not isinstance(s, dict) or not (s.get("title") or s.get("midi") or s.get("metadata")):
-                raise ValueError(f"{path}:{n}: a song needs a 'title' (with 'artist' or 'composer'), a 'midi' "
-                                 f"file or 'metadata'")
-            s.setdefault("id", f"song{n:06d}")
-            s["title"] = _clean_title(s.get("title"))
-            if s["id"] in seen:
-                raise ValueError(f"{path}:{n}: duplicate song id {s['id']!r}")
-            seen.add(s["id"])
-            for k in ("midi", "audio"):
-                if s.get(k) and not os.path.isabs(s[k]):
-                    s[k] = os.path.join(base, s[k])
-            songs.append(s)
+    for n, s in read_rows(path):
+        if not (s.get("title") or s.get("midi") or s.get("metadata")):
+            raise ValueError(f"{path} line {n}: a song needs a 'title' (with 'artist' or 'composer'), a 'midi' "
+                             f"file or 'metadata'")
+        s.setdefault("id", f"song{n:06d}")
+        s["title"] = _clean_title(s.get("title"))
+        if s["id"] in seen:
+            raise ValueError(f"{path} line {n}: duplicate song id {s['id']!r}")
+        seen.add(s["id"])
+        for k in ("midi", "audio"):
+            if s.get(k) and not os.path.isabs(s[k]):
+                s[k] = os.path.join(base, s[k])
+        songs.append(s)
     return songs
 
 
