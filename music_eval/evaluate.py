@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     from music_eval.inputs import EvalInputError
 
     with cli.exit_on(EvalInputError):
-        report = scoring.evaluate(a)
+        report = scoring.evaluate(scoring.EvalSettings(**vars(a)))
     print(report_lib.text_table(report), file=sys.stderr)
     print(f"\n[evaluate] metrics: {os.path.join(a.out, 'metrics.json')}\n[evaluate] report:  {report['html']}",
           file=sys.stderr)

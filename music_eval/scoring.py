@@ -1,6 +1,6 @@
 """The evaluation itself (docs/PAPERS.md §4): every system's figures beside the white-noise and
 ground-truth baselines, per embedder, and the per-item view of the report.  What
-`python -m music_eval.evaluate` runs (`evaluate(settings)`; `settings` is its flags).
+`python -m music_eval.evaluate` runs (`evaluate(EvalSettings(...))`; the settings are its flags).
 
 Systems, each a row of the report:
 - the generated set, and every --compare set;
@@ -31,11 +31,33 @@ from music_eval.inputs import RESERVED, EvalInputError, load_segments, read_gene
 log = logging.getLogger("music_eval.evaluate")
 
 
+@dataclasses.dataclass
+class EvalSettings:
+    """What to score and how (the flags of `music_eval.evaluate`)."""
+
+    generated: str                      # a sampler folder, a manifest, or a folder with manifest.jsonl
+    reference: str                      # a manifest or a music_eval.eval_set folder
+    out: str
+    mulan: str | None = None            # a MuLan run: adds the mulan embedder
+    embedders: str | None = None        # comma-separated specs (default musicnn, + mulan with `mulan`)
+    compare: list[str] = dataclasses.field(default_factory=list)   # NAME=SAMPLES
+    name: str | None = None             # the generated system's row
+    segment_seconds: float = 10.0
+    no_noise_baseline: bool = False
+    fad_inf: bool = False
+    fad_inf_points: int = 15
+    cache_dir: str | None = None        # default OUT/cache; 'none' disables
+    generated_suffix: str = "_16k.wav"
+    report_audio: str = "ogg"
+    title: str = "Noise2Music evaluation"
+    seed: int = 0
+
+
 def _clip_level(outs: list[dict], key: str = "embeddings") -> np.ndarray:
     return np.stack([o[key].mean(0) for o in outs])
 
 
-def score_system(outs: dict[str, list[dict]], texts: list[str], ref: dict, embedders: dict, a,
+def score_system(outs: dict[str, list[dict]], texts: list[str], ref: dict, embedders: dict, a: EvalSettings,
                  ref_index: list[list[int] | None], fad_real: dict | None = None,
                  what: tuple[str, ...] = ("fad", "similarity", "tags")) -> dict:
     """outs: embedder name -> per-clip outputs; ref: the reference set's outputs and clip embeddings;
@@ -76,7 +98,7 @@ def score_system(outs: dict[str, list[dict]], texts: list[str], ref: dict, embed
     return res
 
 
-def evaluate(a) -> dict:
+def evaluate(a: EvalSettings) -> dict:
     from music_eval import report as report_lib
     from music_eval.embedders import base as emb_lib
 
