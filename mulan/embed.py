@@ -9,7 +9,8 @@ Writes MuLan embeddings (L2-normalised, float32, 128-d) in shards plus an index:
 
 Audio: every file under `--audio_dir` (wav/flac/mp3/ogg...), the rows of a manifest
 (`data.manifest`), or a seqio task's examples (`--task`, `--split`; the task's `audio`
-feature, ids from `clip_id`; `--task_module` registers it).  A clip is embedded as the mean over its non-overlapping 10 s windows
+feature, ids from `clip_id`: a task of `data.tasks` on `--corpus`, or yours, registered by
+`--task_module`).  A clip is embedded as the mean over its non-overlapping 10 s windows
 (a shorter clip is zero-padded to 10 s); audio is read and embedded 256 clips at a time, so memory
 stays bounded on a large corpus.  Text: `--texts` is a .jsonl of {"id", "text"} rows (ids kept) or
 one text per line, truncated to the model's text length.  Batches are split over all local devices.  The last stdout line is JSON.
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> dict:
     src.add_argument("--audio_dir", help="embed every audio file under this folder")
     src.add_argument("--manifest", help="embed the audio of a JSON-lines manifest")
     src.add_argument("--task", help="embed a seqio task's audio (e.g. mulan_eval)")
-    ap.add_argument("--task_module", default="data.tasks", help="the module that registers --task")
+    ap.add_argument("--corpus", default=None, help="--task of data.tasks: its corpus (default: the demo corpus)")
+    ap.add_argument("--task_module", default=None, help="--task of your own: the module that registers it")
     ap.add_argument("--split", default="", help="manifest split / task split (task default: test)")
     ap.add_argument("--limit", type=int, default=None, help="task: at most this many examples")
     ap.add_argument("--texts", help="texts: a .jsonl of {id, text} rows, or one text per line")
@@ -64,7 +66,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.task:
         import importlib
 
-        importlib.import_module(args.task_module)
+        from data import tasks
+
+        with cli.exit_on(ValueError, FileNotFoundError, ImportError):
+            if args.task_module:
+                importlib.import_module(args.task_module)
+            else:
+                tasks.corpus_task(args.task, corpus_dir=args.corpus)
         summary.update(embedding.embed_task_to(enc, args.out, args.task, args.split or "test", args.limit, **kw))
     elif args.audio_dir or args.manifest:
         with cli.exit_on(ValueError, OSError):

@@ -118,6 +118,13 @@ def test_embed_writes_shards_and_index_and_skips_bad_audio(reference_run, tmp_pa
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
     t = np.load(out / "text-00000-of-00002.npy")
     assert t.shape == (2, 128) and [json.loads(x)["text"] for x in open(out / "text_index.jsonl")][0] == "solo piano"
+    # A seqio task of data.tasks on the corpus (in-process: the binary's main).
+    from mulan import embed
+
+    s = embed.main([f"--model_dir={d}", "--task=mulan_eval", f"--corpus={corpus_dir}", "--limit=2",
+                    f"--out={tmp_path / 'task'}", "--no_progress"])
+    assert s["audio_clips"] == 2 and [json.loads(x)["source"] for x in open(tmp_path / "task" / "audio_index.jsonl")] \
+        == ["mulan_eval:test"] * 2
 
 
 def test_checkpoint_from_another_config_names_the_parameter(reference_run):
