@@ -93,7 +93,7 @@ case "$cmd" in
     # Everything (tests/unit + tests/integration); `bash run.sh test tests/unit` runs the fast unit
     # tests only (no subprocess, no corpus: about 2 minutes on 2 cores).  Other arguments go to pytest.
     setup
-    exec "$VENV/bin/python" -m pytest -n 2 -q "${@:-tests}"
+    exec "$VENV/bin/python" -m pytest -n 2 --dist worksteal -q "${@:-tests}"
     ;;
   *)
     sed -n '2,10p' "$0"; exit 2 ;;

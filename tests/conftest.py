@@ -42,20 +42,26 @@ def _clear_gin():
 def tiny_corpus(tmp_path_factory):
     """The `tiny` corpus preset (18 clips of real rendered music, a third held out), plus one
     broken user MIDI file that must be skipped and reported; audio and records at 16 and 24 kHz.
-    Built once per session (~30 s).
+    Built once per test run (~30 s), whatever the number of workers.
 
     Returns (corpus dir, build report, manifest rows)."""
     import json
 
-    from data import corpus
+    def build(out):
+        from data import corpus
 
-    out = str(tmp_path_factory.mktemp("corpus"))
-    midi_dir = tmp_path_factory.mktemp("user_midi")
-    (midi_dir / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06 this is not a MIDI file")
-    report = corpus.build("tiny", out, seed=0, workers=2, test_fraction=0.35, midi_dirs=[str(midi_dir)],
-                          sample_rates=(16000, 24000), records_per_shard=4, progress=False)
-    rows = [json.loads(line) for line in open(os.path.join(out, "manifest.jsonl"))]
-    return out, report, rows
+        midi_dir = os.path.join(out, "user_midi")
+        os.makedirs(midi_dir, exist_ok=True)
+        with open(os.path.join(midi_dir, "broken.mid"), "wb") as f:
+            f.write(b"MThd\x00\x00\x00\x06 this is not a MIDI file")
+        corpus_dir = os.path.join(out, "corpus")
+        report = corpus.build("tiny", corpus_dir, seed=0, workers=2, test_fraction=0.35, midi_dirs=[midi_dir],
+                              sample_rates=(16000, 24000), records_per_shard=4, progress=False)
+        return corpus_dir, report
+
+    corpus_dir, report = helpers.once(tmp_path_factory, "tiny_corpus", build)
+    rows = [json.loads(line) for line in open(os.path.join(corpus_dir, "manifest.jsonl"))]
+    return corpus_dir, report, rows
 
 
 TINY_MULAN_ARGS = [
@@ -71,15 +77,19 @@ TINY_MULAN_ARGS = [
 
 @pytest.fixture(scope="session")
 def tiny_mulan(tiny_corpus, tmp_path_factory):
-    """A tiny MuLan trained 6 steps on the tiny corpus by the real binary: (model dir, corpus dir)."""
+    """A tiny MuLan trained 6 steps on the tiny corpus by the real binary, once per test run:
+    (model dir, corpus dir)."""
     import subprocess
 
     corpus_dir = tiny_corpus[0]
-    d = str(tmp_path_factory.mktemp("mulan_ref"))
-    cmd = [sys.executable, "-m", "mulan.train", *TINY_MULAN_ARGS, "--gin.TRAIN_STEPS=6",
-           f"--gin.CORPUS_DIR='{corpus_dir}'", f"--model_dir={d}"]
-    p = subprocess.run(cmd, cwd=helpers.ROOT, env=helpers.env(), capture_output=True, text=True, timeout=400)
-    assert p.returncode == 0, p.stderr[-4000:]
-    out = helpers.last_json(p.stdout)
-    assert out["status"] == "completed" and out["step"] == 6
-    return d, corpus_dir
+
+    def train(d):
+        cmd = [sys.executable, "-m", "mulan.train", *TINY_MULAN_ARGS, "--gin.TRAIN_STEPS=6",
+               f"--gin.CORPUS_DIR='{corpus_dir}'", f"--model_dir={d}"]
+        p = subprocess.run(cmd, cwd=helpers.ROOT, env=helpers.env(), capture_output=True, text=True, timeout=400)
+        assert p.returncode == 0, p.stderr[-4000:]
+        out = helpers.last_json(p.stdout)
+        assert out["status"] == "completed" and out["step"] == 6
+        return d
+
+    return helpers.once(tmp_path_factory, "tiny_mulan", train), corpus_dir

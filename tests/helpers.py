@@ -45,6 +45,24 @@ def env(devices: int = 8, base: dict | None = None, **extra: str) -> dict[str, s
     return e
 
 
+def once(tmp_path_factory, name: str, build):
+    """`build(folder)`'s JSON-able result, built once per test run even with several pytest-xdist
+    workers (they share the parent of their temporary folders; a file lock orders them)."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    done = root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            folder = root / name
+            folder.mkdir(exist_ok=True)
+            done.write_text(json.dumps(build(str(folder))))
+        return json.loads(done.read_text())
+
+
 def train_cmd(model_dir: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "trainer.main", *TINY, f"--model_dir={model_dir}", *extra]
 

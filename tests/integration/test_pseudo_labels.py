@@ -131,7 +131,7 @@ def labels(bank, tiny_mulan, tmp_path_factory):
     model_dir, corpus_dir = tiny_mulan
     out = str(tmp_path_factory.mktemp("labels"))
     s = label.main(["--model_dir", model_dir, "--bank", bank[0], "--corpus", corpus_dir, "--out", out,
-                            "--k", "10", "--k_prime", "3", "--tag_k", "10", "--tag_k_prime", "6", "--no_progress"])
+                    "--k", "10", "--k_prime", "3", "--tag_k", "10", "--tag_k_prime", "6", "--no_progress"])
     return out, s
 
 

@@ -19,11 +19,13 @@ LONG = ["--gin.TRAIN_STEPS=120", "--gin.CHECKPOINT_PERIOD=10"]
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """An uninterrupted 120-step run."""
-    d = str(tmp_path_factory.mktemp("reference"))
-    out = helpers.last_json(helpers.run_train(d, *LONG).stdout)
-    assert out["status"] == "completed" and out["step"] == 120 and out["start_step"] == 0
-    return d
+    """An uninterrupted 120-step run (once per test run)."""
+    def run(d):
+        out = helpers.last_json(helpers.run_train(d, *LONG).stdout)
+        assert out["status"] == "completed" and out["step"] == 120 and out["start_step"] == 0
+        return d
+
+    return helpers.once(tmp_path_factory, "resume_reference", run)
 
 
 def _start_and_signal(model_dir, sig, after_step):
