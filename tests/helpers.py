@@ -24,14 +24,6 @@ TINY = [
 ]
 
 
-# Tests compile many small programs and run them briefly: a persistent compilation cache shared by
-# the test processes (pytest's workers and the binaries they start) compiles each program once per
-# machine.  (XLA:CPU at -O0 compiles 3x faster, but runs the sharded steps so slowly that the
-# 8 fake devices' collectives time out.)
-JAX_CACHE = os.path.join(os.environ.get("N2M_CACHE_DIR") or os.path.join(
-    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "noise2music"), "jax_cache_tests")
-
-
 def env(devices: int = 8, base: dict | None = None, **extra: str) -> dict[str, str]:
     """The environment of a test process with `devices` fake CPU devices (on top of `base`, default
     this process's environment)."""
@@ -39,8 +31,9 @@ def env(devices: int = 8, base: dict | None = None, **extra: str) -> dict[str, s
     e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     e["TF_CPP_MIN_LOG_LEVEL"] = "2"
     e["PYTHONUNBUFFERED"] = "1"
-    e["JAX_COMPILATION_CACHE_DIR"] = JAX_CACHE
-    e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    # No persistent compilation cache, even if the user's environment names one: with jaxlib 0.10.2
+    # an executable read back from it can deadlock the fake devices' collectives (README, Tests).
+    e["JAX_ENABLE_COMPILATION_CACHE"] = "false"
     e.update(extra)
     return e
 
