@@ -67,6 +67,8 @@ case "$cmd" in
     MODEL_DIR="${MODEL_DIR:-runs/mulan_tiny}"
     N2M_DIR="${N2M_DIR:-runs/n2m_tiny}"
     py="$VENV/bin/python"
+    # The set-up installs libtpu (the tests compile for TPU topologies); this job runs on the CPU.
+    export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
     "$py" -m data.build_corpus --preset demo --skip_if_built
     "$py" -m mulan.train --gin_file=mulan/tiny_cpu.gin --model_dir="$MODEL_DIR" "$@"
     "$py" -m mulan.evaluate --model_dir="$MODEL_DIR"

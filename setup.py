@@ -70,12 +70,13 @@ setuptools.setup(
         # CPU is the default backend of plain jaxlib; the extra exists so
         # scripts can say what they mean.
         "cpu": [f"jax[cpu]=={JAX_VERSION}"],
-        # On a TPU VM: pip install -e '.[tpu]'
+        # On a TPU VM; and on any host, for `python -m trainer.compile` (libtpu compiles for a TPU
+        # topology without one): pip install -e '.[tpu]'
         "tpu": [f"jax[tpu]=={JAX_VERSION}"],
         # tf_keras runs the original musicnn TF1 graph and librosa its front end: the references
-        # tests/test_musicnn.py checks the port against.
+        # tests/integration/test_musicnn.py checks the port against; libtpu the topology compiles.
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "pytest-timeout==2.4.0", "tf_keras==2.21.0",
-                 "librosa==0.11.0"],
+                 "librosa==0.11.0", f"jax[tpu]=={JAX_VERSION}"],
         # benchmarks/match.py compares against FAISS: pip install -e '.[bench]'
         "bench": ["faiss-cpu==1.15.1"],
     },

@@ -179,3 +179,40 @@ def check_chain(stages: Sequence[Stage]) -> None:
                                     f"{pm.mel if prev.spec.output == MEL else makes(prev)}")
         else:
             raise CascadeError(f"{nxt.name} starts a cascade; it cannot follow {prev.name}")
+
+
+def sample_step_program(model: Noise2MusicModel, partitioner, batch_size: int):
+    """One sampling step of `model`'s stage at the paper's settings, for `batch_size` clips of the
+    stage's length, sharded as `Stage.sample` shards them: what `python -m trainer.compile
+    --program=sample` compiles (`Noise2MusicModel.programs`).  The text is encoded before the
+    first step, so it is an input here (T5 runs once per prompt, not once per step)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from trainer.aot import Program
+    from trainer.train_state import abstract_state
+
+    m, settings = model, paper_settings(model.stage)
+    b, length = batch_size, model.length
+    padded = m.padded_length(length)
+    batch = lambda *shape, dtype=jnp.float32: jax.ShapeDtypeStruct(
+        shape, dtype, sharding=partitioner.batch_sharding(len(shape)))
+    scalar = lambda dtype=jnp.float32: jax.ShapeDtypeStruct((), dtype, sharding=NamedSharding(partitioner.mesh, PartitionSpec()))
+    params = abstract_state(m, partitioner, batch_size=1).abstract.params
+    with partitioner.activate():
+        cond = bottom = emb = mask = None
+        if m.spec.conditioning == LOWFI:
+            low = batch(b, length * m.low_rate // m.rate, 1)
+            cond = jax.eval_shape(lambda a: m.pad(m.lowfi(a, length)), low)
+            cond = batch(*cond.shape)
+        elif m.spec.conditioning == MEL_BOTTOM:
+            bottom = batch(b, length // m.mel.hop, m.mel.num_mels)
+        if m.has_text:
+            mask = batch(b, m.text_length, dtype=jnp.int32)
+            emb = jax.eval_shape(m.encode_text, params, mask, mask)
+            emb = batch(*emb.shape, dtype=emb.dtype)
+    guided = m.has_text and settings.guidance != 1.0
+    args = (params, batch(b, padded, m.channels), scalar(), scalar(), scalar(jnp.int32), batch(b, 2, dtype=jnp.uint32),
+            emb, mask, cond, bottom, scalar())
+    return Program("sample", sampler.make_step(m, guided, settings), args, partitioner, b,
+                   count_fn=sampler.make_step(m.without_remat(), guided, settings),
+                   arg_names=("params", "x", "t", "s", "i", "keys", "emb", "mask", "cond", "bottom", "w"))

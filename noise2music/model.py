@@ -93,6 +93,8 @@ class Noise2MusicModel(BaseModel):
         is None takes its size.
     """
 
+    programs = {"sample": "noise2music.cascade:sample_step_program"}   # for trainer.compile
+
     def __init__(self, unet: UNet1D, stage: str = "generator", source_rate: int = 16000, audio_samples: int = 160000,
                  rate: int = 3200, low_rate: int | None = None, text_encoder: T5Config | None = None,
                  text_length: int = 64, schedule: str = "cosine", parameterization: str = "eps",

@@ -31,6 +31,7 @@ def env(devices: int = 8, base: dict | None = None, **extra: str) -> dict[str, s
     e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     e["TF_CPP_MIN_LOG_LEVEL"] = "2"
     e["PYTHONUNBUFFERED"] = "1"
+    e["JAX_PLATFORMS"] = "cpu"     # libtpu is installed (for the topology compiles); no TPU is used
     # No persistent compilation cache, even if the user's environment names one: with jaxlib 0.10.2
     # an executable read back from it can deadlock the fake devices' collectives (README, Tests).
     e["JAX_ENABLE_COMPILATION_CACHE"] = "false"

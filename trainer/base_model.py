@@ -8,7 +8,7 @@ metadata (`nn.with_logical_partitioning`); everything else sees plain arrays.
 from __future__ import annotations
 
 import abc
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +19,11 @@ Metrics = Mapping[str, jax.Array]
 
 class BaseModel(abc.ABC):
     """A model, its loss and the shapes of the batches it consumes."""
+
+    # Programs besides the train step that `python -m trainer.compile --program=NAME` compiles for a
+    # topology: NAME -> 'module:function', function(model, partitioner, batch_size) -> a
+    # `trainer.aot.Program` (named as a string, so the model imports nothing of its sampler).
+    programs: ClassVar[dict[str, str]] = {}
 
     @abc.abstractmethod
     def batch_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
@@ -42,6 +47,11 @@ class BaseModel(abc.ABC):
         pretrained weights the model's config names put in place, sharded like `shardings`."""
         del shardings
         return params
+
+    def without_remat(self) -> "BaseModel":
+        """The same model with no rematerialisation (what analytic model FLOPs are counted on, so
+        recomputed activations do not count).  Default: itself."""
+        return self
 
     def dummy_batch(self, batch_size: int) -> dict[str, jax.Array]:
         return {k: jnp.zeros(s.shape, s.dtype) for k, s in self.batch_spec(batch_size).items()}

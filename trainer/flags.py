@@ -36,10 +36,12 @@ class Flags:
     bindings: list[str]
     model_dir: str | None
     help: bool = False
+    own: dict[str, str] = dataclasses.field(default_factory=dict)   # a binary's own --NAME=VALUE flags
 
 
-def parse_argv(argv: list[str]) -> Flags:
-    files, bindings, model_dir, want_help = [], [], None, False
+def parse_argv(argv: list[str], own: tuple[str, ...] = ()) -> Flags:
+    """The t5x flags, plus the binary's `own` ones (`--NAME=VALUE` for each NAME; `Flags.own`)."""
+    files, bindings, model_dir, want_help, mine = [], [], None, False, {}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -62,11 +64,16 @@ def parse_argv(argv: list[str]) -> Flags:
             if not eq:
                 raise FlagError(f"{arg}: expected --gin.NAME=VALUE")
             bindings.append(f"{name[len('--gin.'):]} = {value}")
+        elif name[2:] in own and name.startswith("--"):
+            if not eq:
+                raise FlagError(f"{arg}: expected {name}=VALUE")
+            mine[name[2:]] = value
         else:
-            raise FlagError(f"unknown flag {arg!r} (flags: --gin_file, --gin.NAME=VALUE, "
-                            f"--gin_bindings, --model_dir)")
+            known = ", ".join(["--gin_file", "--gin.NAME=VALUE", "--gin_bindings", "--model_dir",
+                               *(f"--{n}" for n in own)])
+            raise FlagError(f"unknown flag {arg!r} (flags: {known})")
         i += 1
-    return Flags(files, bindings, model_dir, want_help)
+    return Flags(files, bindings, model_dir, want_help, mine)
 
 
 def resolve_gin_file(path: str) -> str:

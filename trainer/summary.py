@@ -49,23 +49,15 @@ def summarize(model, rules, mesh_shape: tuple[int, ...], batch_size: int) -> dic
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    mesh, num_devices, rest = None, None, []
-    for a in argv:
-        if a.startswith("--mesh="):
-            mesh = a.split("=", 1)[1]
-        elif a.startswith("--num_devices="):
-            num_devices = int(a.split("=", 1)[1])
-        else:
-            rest.append(a)
     cli.setup_logging()
     with cli.exit_on(flags_lib.FlagError, ValueError):
-        flags = flags_lib.parse_argv(rest)
+        flags = flags_lib.parse_argv(list(sys.argv[1:] if argv is None else argv), own=("mesh", "num_devices"))
         if flags.help:
             print(__doc__)
             sys.exit(0)
-        if mesh:
-            flags.gin_files.append(f"mesh/{mesh}.gin")
+        if "mesh" in flags.own:
+            flags.gin_files.append(f"mesh/{flags.own['mesh']}.gin")
+        num_devices = int(flags.own.get("num_devices", 0))
         flags_lib.apply(flags)
         model = flags_lib.bound("train.model")
         batch_size = flags_lib.bound("train.batch_size")

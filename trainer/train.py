@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from trainer import metrics as metrics_lib
+from trainer.aot import Program
 from trainer import multihost
 from trainer.base_model import BaseModel
 from trainer.checkpoints import CheckpointConfig, Checkpointer, CheckpointRestoreError
@@ -39,7 +40,7 @@ from trainer.train_state import StateFactory, TrainState, abstract_state, param_
 log = logging.getLogger(__name__)
 
 
-__all__ = ["train", "make_train_step", "compile_train_step", "ConfigError", "NonFiniteLossError",
+__all__ = ["train", "make_train_step", "train_program", "compile_train_step", "ConfigError", "NonFiniteLossError",
            "CheckpointRestoreError"]
 
 
@@ -78,11 +79,11 @@ def make_train_step(model: BaseModel, optimizer: optax.GradientTransformation,
     return train_step
 
 
-def compile_train_step(model: BaseModel, optimizer: optax.GradientTransformation, state: StateFactory,
-                       partitioner: Partitioner, batch_size: int, ema_decay: float | None = None,
-                       lr_schedule: optax.Schedule | None = None):
-    """The step for `state` (from `abstract_state`) and a global batch of `batch_size`, lowered
-    and compiled ahead of time: (compiled step, the global batch's abstract arrays, seconds)."""
+def train_program(model: BaseModel, optimizer: optax.GradientTransformation, state: StateFactory,
+                  partitioner: Partitioner, batch_size: int, ema_decay: float | None = None,
+                  lr_schedule: optax.Schedule | None = None) -> Program:
+    """The step for `state` (from `abstract_state`) and a global batch of `batch_size`, jitted with
+    its shardings (the state donated), with its abstract arguments: ready to compile ahead of time."""
     batch_abstract = {
         k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=partitioner.batch_sharding(len(s.shape)))
         for k, s in model.batch_spec(batch_size).items()
@@ -93,10 +94,17 @@ def compile_train_step(model: BaseModel, optimizer: optax.GradientTransformation
         out_shardings=(state.shardings, partitioner.replicated),
         donate_argnums=(0,),
     )
-    t0 = time.perf_counter()
-    with partitioner.activate():
-        compiled = step_fn.lower(state.abstract, batch_abstract).compile()
-    return compiled, batch_abstract, time.perf_counter() - t0
+    return Program("train", step_fn, (state.abstract, batch_abstract), partitioner, batch_size,
+                   count_fn=make_train_step(model.without_remat(), optimizer, ema_decay, lr_schedule))
+
+
+def compile_train_step(model: BaseModel, optimizer: optax.GradientTransformation, state: StateFactory,
+                       partitioner: Partitioner, batch_size: int, ema_decay: float | None = None,
+                       lr_schedule: optax.Schedule | None = None):
+    """`train_program`, compiled: (compiled step, the global batch's abstract arrays, seconds)."""
+    program = train_program(model, optimizer, state, partitioner, batch_size, ema_decay, lr_schedule)
+    compiled, seconds = program.compile()
+    return compiled, program.args[1], seconds
 
 
 def _fmt_eta(seconds: float) -> str:

@@ -88,7 +88,7 @@ def abstract_state(
     boxed_init = _boxed_init_fn(model, optimizer, batch_size, ema)
     ctx = partitioner.activate() if partitioner is not None else contextlib.nullcontext()
     with ctx:
-        boxed_abstract = jax.eval_shape(boxed_init, jax.random.PRNGKey(0))
+        boxed_abstract = jax.eval_shape(boxed_init, jax.ShapeDtypeStruct((2,), jnp.uint32))  # a raw key
     logical = nn.get_partition_spec(boxed_abstract)
     unboxed = nn.meta.unbox(boxed_abstract)
     if partitioner is None:

@@ -1,0 +1,97 @@
+"""Ahead-of-time compilation for TPU topologies (`trainer.compile`, `trainer.aot`,
+`trainer.topology`) and the analytic FLOP count (`trainer.flops`).  The compiles need libtpu (the
+`[tpu]` extra, in the test set-up): without it they are skipped, saying so."""
+import importlib.util
+import json
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from trainer import compile as compile_bin
+from trainer import topology
+from trainer.flops import matmul_flops
+
+needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                                  reason="libtpu is not installed (pip install -e '.[tpu]')")
+
+
+def _sds(*shape):
+    return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+def test_flops_of_matmuls_convolutions_scans_and_gradients():
+    w, x = _sds(64, 32), _sds(8, 64)
+    assert matmul_flops(lambda w, x: x @ w, w, x) == 2 * 8 * 64 * 32
+    loss = lambda w, x: jnp.sum(jnp.tanh(x @ w))
+    # forward + the two backward matmuls (dW, dX)
+    assert matmul_flops(jax.grad(loss, argnums=(0, 1)), w, x) == 3 * 2 * 8 * 64 * 32
+    k, a = _sds(3, 16, 32), _sds(2, 100, 16)
+    conv = lambda k, a: jax.lax.conv_general_dilated(a, k, (1,), "SAME", dimension_numbers=("NWC", "WIO", "NWC"))
+    assert matmul_flops(conv, k, a) == 2 * 2 * 100 * 32 * 16 * 3
+    assert matmul_flops(jax.grad(lambda k, a: jnp.sum(conv(k, a) ** 2), argnums=(0, 1)), k, a) == 3 * 2 * 2 * 100 * 32 * 16 * 3
+    sq = _sds(64, 64)
+    scan = lambda w, x: jax.lax.scan(lambda c, _: (jnp.tanh(c @ w), None), x, None, length=5)[0]
+    assert matmul_flops(jax.jit(scan), sq, x) == 5 * 2 * 8 * 64 * 64
+    cond = lambda w, x: jax.lax.cond(True, lambda: (x @ w) @ w.T, lambda: x)
+    assert matmul_flops(cond, w, x) == 2 * (2 * 8 * 64 * 32)
+
+
+def test_topology_names_and_accelerator_types():
+    chip, shape = topology.parse("v5p:4x4x4")
+    assert (chip.name, shape, topology.num_chips("v5p:4x4x4")) == ("v5p", (4, 4, 4), 64)
+    assert topology.chip("v5e:16x16").hbm_bytes == 16 * 2 ** 30
+    for bad, says in [("v9:2x2", "the chips are"), ("v5e:2x2x2", "has 2 axes"), ("v5p", "e.g. v4:2x2x1")]:
+        with pytest.raises(topology.TopologyError, match=says):
+            topology.parse(bad)
+    assert {a: topology.from_accelerator_type(a) for a in ("v5p-128", "v5p-256", "v4-8", "v4-32", "v5litepod-16",
+                                                            "v5litepod-8", "v6e-256")} == {
+        "v5p-128": "v5p:4x4x4", "v5p-256": "v5p:4x4x8", "v4-8": "v4:2x2x1", "v4-32": "v4:2x2x4",
+        "v5litepod-16": "v5e:4x4", "v5litepod-8": "v5e:2x4", "v6e-256": "v6e:16x16"}
+    with pytest.raises(topology.TopologyError, match="v5p-N"):
+        topology.from_accelerator_type("v5x-8")
+
+
+def _run(capsys, *argv):
+    code = 0
+    try:
+        compile_bin.main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@needs_libtpu
+def test_toy_train_step_compiles_for_a_real_topology_and_reports(capsys):
+    code, out, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin", "--topology=v5e:2x2", "--gin.BATCH_SIZE=64")
+    assert code == 0, err
+    r = json.loads(out.strip().splitlines()[-1])
+    assert (r["topology"], r["chip"], r["num_devices"], r["fits"], r["global_batch"]) == ("v5e:2x2", "v5e", 4, True, 64)
+    assert r["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
+    m = r["memory"]
+    assert r["hbm_bytes_per_device"] == m["arguments"] + m["outputs"] - m["aliased"] + m["temporaries"] + m["generated_code"]
+    assert 0 < r["hbm_bytes_per_device"] < r["hbm_capacity_bytes"] == 16 * 2 ** 30
+    assert m["aliased"] > 0                                   # the state is donated
+    # XLA's count adds elementwise work and the optimizer to the matmuls: same order.
+    assert 0.7 < r["flops_xla_per_device"] / r["flops_analytic_per_device"] < 1.6
+    assert r["estimated_step_seconds"] > 0 and 0 < r["projected_mfu"] < 1
+    assert "HBM per device" in out and "projected MFU" in out
+
+
+@needs_libtpu
+def test_compile_errors_name_the_setting(capsys):
+    code, _, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin", "--topology=v5e:2x2", "--headroom=0.9999999")
+    assert code == 2 and "does not fit" in err and "temporaries" in err
+    assert "largest per-device arguments: batch/inputs" in err
+    code, _, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin", "--topology=v5e:2x2", "--gin.Partitioner.mesh_shape=(1, 8, 1)")
+    assert code == 2 and "Partitioner.mesh_shape=(1, 8, 1)" in err and "4 devices" in err
+    code, _, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin", "--topology=v5e:4x4", "--gin.BATCH_SIZE=8")
+    assert code == 2 and "BATCH_SIZE=8 is not divisible by the 16 batch shards" in err
+
+
+def test_compile_needs_a_known_topology(capsys):
+    code, _, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin", "--topology=v7x:2x2")
+    assert code == 2 and "'v7x:2x2'" in err and "v5e:16x16" in err
+    code, _, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin")
+    assert code == 2 and "--topology=NAME" in err
