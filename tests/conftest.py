@@ -24,11 +24,20 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "integration: corpus, binaries or paper-size compiles (tests/integration)")
 
 
+# The longest tests start first, so that with `-n 2 --dist worksteal` the short ones fill the gaps at
+# the end instead of one worker finishing a long compile alone (longest-processing-time-first).
+LONGEST_FIRST = ("test_paper_configs.py", "test_n2m_train.py", "test_resume.py", "test_mulan_train.py",
+                 "test_n2m_sample.py", "test_n2m_evaluate.py", "test_multiprocess.py")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         kind = os.path.basename(os.path.dirname(str(item.fspath)))
         if kind in ("unit", "integration"):
             item.add_marker(getattr(pytest.mark, kind))
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: (rank.get(os.path.basename(str(item.fspath)), len(rank)),
+                                 "integration" not in str(item.fspath)))
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,18 @@ def _sample(*args, devices=8):
                           timeout=600)
 
 
+def _sample_in_process(capsys, *args):
+    """The binary's `main` in this process (for its error paths): (exit status, stderr)."""
+    from noise2music import sample
+
+    try:
+        sample.main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
 def _wav(path):
     import soundfile as sf
 
@@ -33,7 +45,7 @@ def _wav(path):
     return x, sr
 
 
-def test_waveform_cascade_writes_audio_spectrograms_and_settings(tiny_corpus, tmp_path):
+def test_waveform_cascade_writes_audio_spectrograms_and_settings(tiny_corpus, tmp_path, capsys):
     corpus_dir = tiny_corpus[0]
     gen = _train("tiny_generator", tmp_path / "gen")
     cas = _train("tiny_cascader", tmp_path / "cas", seed=2)
@@ -97,24 +109,22 @@ def test_waveform_cascade_writes_audio_spectrograms_and_settings(tiny_corpus, tm
     # Bad input: each named, exit status 2, nothing written before is lost.
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n\n")
-    p = _sample(f"--prompts={empty}", f"--out={out}", f"--generator={gen}", f"--cascader={cas}")
-    assert p.returncode == 2 and "no prompts in the file" in p.stderr and str(empty) in p.stderr
-    p = _sample(f"--prompts={prompts}", f"--out={out}", f"--generator={cas}", f"--cascader={cas}")
-    assert p.returncode == 2 and "a 'cascader' stage, given as the 'generator' stage" in p.stderr
-    p = _sample(f"--prompts={prompts}", f"--out={out}", f"--generator={gen}", f"--cascader={gen}")
-    assert p.returncode == 2 and "given as the 'cascader'" in p.stderr
-    p = _sample(f"--prompts={prompts}", f"--out={out}", f"--generator={gen}")
-    assert p.returncode == 2 and "needs --cascader" in p.stderr
-    p = _sample(f"--prompts={prompts}", f"--out={out}", f"--generator={gen}", f"--cascader={cas}",
-                "--generator_steps=uniform:0")
-    assert p.returncode == 2 and "step schedule" in p.stderr
-    # A checkpoint that does not fit its config: the parameter is named.
-    bad = tmp_path / "bad_gen"
+    bad = tmp_path / "bad_gen"   # a checkpoint that does not fit its config: the parameter is named
     shutil.copytree(gen, bad)
     cfg = (bad / "config.gin").read_text().replace("UNet1D.base = 32", "UNet1D.base = 48")
     (bad / "config.gin").write_text(cfg)
-    p = _sample(f"--prompts={prompts}", f"--out={out}", f"--generator={bad}", f"--cascader={cas}")
-    assert p.returncode == 2 and "do not fit the model" in p.stderr and "unet/" in p.stderr
+    for args, says in [
+        ((f"--prompts={empty}", f"--generator={gen}", f"--cascader={cas}"), ["no prompts in the file", str(empty)]),
+        ((f"--prompts={prompts}", f"--generator={cas}", f"--cascader={cas}"),
+         ["a 'cascader' stage, given as the 'generator' stage"]),
+        ((f"--prompts={prompts}", f"--generator={gen}", f"--cascader={gen}"), ["given as the 'cascader'"]),
+        ((f"--prompts={prompts}", f"--generator={gen}"), ["needs --cascader"]),
+        ((f"--prompts={prompts}", f"--generator={gen}", f"--cascader={cas}", "--generator_steps=uniform:0"),
+         ["step schedule"]),
+        ((f"--prompts={prompts}", f"--generator={bad}", f"--cascader={cas}"), ["do not fit the model", "unet/"]),
+    ]:
+        code, err = _sample_in_process(capsys, f"--out={out}", *args)
+        assert code == 2 and all(s in err for s in says), (args, err[-2000:])
     assert json.loads((out / "settings.json").read_text())["status"] == "completed"   # the earlier run's, intact
     assert (out / "001_seed0_16k.wav").exists()
 
