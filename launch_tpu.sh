@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run a training job on every worker of a Cloud TPU VM pod.
 #
+#   ./launch_tpu.sh [--dry-run] compile ARGS…     # here, before create: python -m trainer.compile ARGS… for
+#                                                 # ACCELERATOR_TYPE's topology (does the step fit its HBM?)
 #   ./launch_tpu.sh [--dry-run] create            # create the TPU VM pod
 #   ./launch_tpu.sh [--dry-run] setup             # copy this checkout to every worker, venv + pip install '.[tpu]'
 #   ./launch_tpu.sh [--dry-run] run FAMILY ARGS…  # python -m FAMILY.train ARGS… on all workers, in the background
@@ -8,14 +10,16 @@
 #   ./launch_tpu.sh [--dry-run] delete            # delete the pod
 #
 # Example:
+#   ACCELERATOR_TYPE=v4-32 ./launch_tpu.sh compile --gin_file=mulan/ast.gin --gin.BATCH_SIZE=1024
 #   TPU_NAME=n2m-v4-32 ZONE=us-central2-b ACCELERATOR_TYPE=v4-32 ./launch_tpu.sh create
 #   ./launch_tpu.sh setup
 #   ./launch_tpu.sh run trainer --gin_file=toy/tiny_cpu.gin --model_dir=gs://BUCKET/toy
 #   ./launch_tpu.sh run mulan --gin_file=mulan/ast.gin --model_dir=gs://BUCKET/mulan_ast
 #
 # Settings (environment): TPU_NAME, ZONE, PROJECT (default: gcloud's), ACCELERATOR_TYPE
-# (create), RUNTIME_VERSION (create; default tpu-ubuntu2204-base), REMOTE_DIR (default
-# ~/noise2music-jax), GIT_REF (setup: check out this ref from GIT_URL instead of copying).
+# (compile, create), PYTHON (compile; default .venv/bin/python, with the '[tpu]' extra),
+# RUNTIME_VERSION (create; default tpu-ubuntu2204-base), REMOTE_DIR (default ~/noise2music-jax),
+# GIT_REF (setup: check out this ref from GIT_URL instead of copying).
 # No JAX_* variables are needed on TPU VMs: jax.distributed.initialize() discovers the pod.
 set -euo pipefail
 
@@ -47,6 +51,9 @@ on_all() {  # on_all "remote shell command"
 }
 
 case "$cmd" in
+  compile)
+    run "${PYTHON:-.venv/bin/python}" -m trainer.compile --accelerator_type="$ACCELERATOR_TYPE" "$@"
+    ;;
   create)
     run gcloud compute tpus tpu-vm create "$TPU_NAME" --zone="$ZONE" "${PROJECT_FLAG[@]}" \
       --accelerator-type="$ACCELERATOR_TYPE" --version="$RUNTIME_VERSION"
@@ -76,5 +83,5 @@ case "$cmd" in
     run gcloud compute tpus tpu-vm delete "$TPU_NAME" --zone="$ZONE" "${PROJECT_FLAG[@]}" --quiet
     ;;
   *)
-    sed -n '2,21p' "$0"; exit 2 ;;
+    sed -n '2,24p' "$0"; exit 2 ;;
 esac

@@ -14,7 +14,8 @@ of stdout is the same as one JSON object (`topology`, `fits`, `hbm_bytes_per_dev
 
 Flags: --gin_file / --gin.NAME=VALUE as for training (`--gin.BATCH_SIZE=...`,
 `--gin.Partitioner.mesh_shape=...`); --topology=NAME (`trainer.topology`: v4:4x4x4, v5e:16x16,
-v5p:8x8x8, v6e:4x4, ...; default: the config's TOPOLOGY macro); --program=NAME (default
+v5p:8x8x8, v6e:4x4, ...; default: the config's TOPOLOGY macro) or --accelerator_type=TYPE (a
+Cloud TPU type, v5p-128, v5litepod-16: what `launch_tpu.sh compile` passes); --program=NAME (default
 `train`); --headroom=FRACTION of HBM kept free (default 0.1).  Needs libtpu (`pip install -e
 '.[tpu]'`).  Exit status 2: a bad flag, topology or mesh, or a step that does not fit (the largest
 buffers named).
@@ -59,12 +60,15 @@ def main(argv: list[str] | None = None) -> dict:
     cli.setup_logging()
     with cli.exit_on(flags_lib.FlagError, topology.TopologyError, CompileError, ValueError):
         flags = flags_lib.parse_argv(list(sys.argv[1:] if argv is None else argv),
-                                     own=("topology", "program", "headroom"))
+                                     own=("topology", "accelerator_type", "program", "headroom"))
         if flags.help:
             print(__doc__)
             sys.exit(0)
         flags_lib.apply(flags)
-        name = flags.own.get("topology") or flags_lib.bound("%TOPOLOGY", None)
+        name = flags.own.get("topology")
+        if "accelerator_type" in flags.own:
+            name = topology.from_accelerator_type(flags.own["accelerator_type"])
+        name = name or flags_lib.bound("%TOPOLOGY", None)
         if not name:
             raise CompileError("no topology: pass --topology=NAME (e.g. v5p:4x4x4) or set TOPOLOGY in the config")
         headroom = float(flags.own.get("headroom", 0.1))

@@ -21,6 +21,8 @@ def test_dry_run_commands():
     stop = _dry("stop")
     assert "kill -TERM" in stop and "run.pid" in stop
     assert "tpus tpu-vm delete pod1" in _dry("delete")
+    compile_ = _dry("compile", "--gin_file=mulan/ast.gin", ACCELERATOR_TYPE="v5p-128")
+    assert "-m trainer.compile --accelerator_type=v5p-128 --gin_file=mulan/ast.gin" in compile_
 
 
 def test_unknown_command_shows_usage():

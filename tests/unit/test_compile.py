@@ -86,12 +86,12 @@ def test_compile_errors_name_the_setting(capsys):
     assert "largest per-device arguments: batch/inputs" in err
     code, _, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin", "--topology=v5e:2x2", "--gin.Partitioner.mesh_shape=(1, 8, 1)")
     assert code == 2 and "Partitioner.mesh_shape=(1, 8, 1)" in err and "4 devices" in err
-    code, _, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin", "--topology=v5e:4x4", "--gin.BATCH_SIZE=8")
+    code, _, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin", "--accelerator_type=v5litepod-16", "--gin.BATCH_SIZE=8")
     assert code == 2 and "BATCH_SIZE=8 is not divisible by the 16 batch shards" in err
 
 
 def test_compile_needs_a_known_topology(capsys):
     code, _, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin", "--topology=v7x:2x2")
     assert code == 2 and "'v7x:2x2'" in err and "v5e:16x16" in err
-    code, _, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin")
+    code, _, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin", "--gin.TOPOLOGY=None")
     assert code == 2 and "--topology=NAME" in err
