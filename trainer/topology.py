@@ -44,6 +44,10 @@ CHIPS: dict[str, Chip] = {c.name: c for c in (
     Chip("v6e", "TPU v6 lite", 32 * GIB, 918e12, 2, False, "v6e", 1),
 )}
 
+# XLA:CPU's float32 matmul ceiling on the 2-core development machines (README, "Tests"): what
+# `train()`'s MFU divides by on CPU unless `train.cpu_peak_flops` says otherwise.
+CPU_PEAK_FLOPS = 190e9
+
 EXAMPLES = ("v4:2x2x1", "v4:4x4x4", "v5e:2x2", "v5e:16x16", "v5p:2x2x1", "v5p:8x8x8", "v6e:4x4")
 
 
@@ -116,3 +120,14 @@ def devices(name: str) -> list:
     if len(devs) != num_chips(name):
         raise TopologyError(f"topology {name!r}: libtpu gave {len(devs)} devices for {num_chips(name)} chips")
     return list(devs)
+
+
+def peak_flops_per_device(device, cpu_peak_flops: float = CPU_PEAK_FLOPS) -> float | None:
+    """A device's peak FLOP/s: a TPU chip's dense bf16 peak; on CPU the host's `cpu_peak_flops` over
+    its devices (fake devices share the cores); None where unknown (GPUs)."""
+    if device.platform == "cpu":
+        import jax
+
+        return cpu_peak_flops / jax.local_device_count()
+    known = {c.device_kind: c for c in CHIPS.values()}
+    return known[device.device_kind].peak_bf16_flops if device.device_kind in known else None

@@ -6,7 +6,7 @@ Used by `python -m trainer.main` (the toy model), `python -m mulan.train` and
   1. set-up: model dir, config dump, data layout, state factory
   2. restore: newest complete checkpoint in model_dir, else `init_from`, else init
   3. compile: pure step, `jax.jit(in_shardings, out_shardings, donate_argnums)`,
-     compiled ahead of time (`compile_train_step`; the compile time is logged)
+     compiled ahead of time (`train_program`; the compile time is logged)
   4. loop: RNG folded by step, metrics fetched every `log_period` steps (every
      step's scalars are written), NaN guard before every save, periodic eval,
      media hooks (`trainer.hooks`), checkpoint every `CHECKPOINT_PERIOD`,
@@ -29,7 +29,7 @@ import optax
 
 from trainer import metrics as metrics_lib
 from trainer.aot import Program
-from trainer import multihost
+from trainer import multihost, topology
 from trainer.base_model import BaseModel
 from trainer.checkpoints import CheckpointConfig, Checkpointer, CheckpointRestoreError
 from trainer.hooks import MediaHook, write_media
@@ -40,7 +40,7 @@ from trainer.train_state import StateFactory, TrainState, abstract_state, param_
 log = logging.getLogger(__name__)
 
 
-__all__ = ["train", "make_train_step", "train_program", "compile_train_step", "ConfigError", "NonFiniteLossError",
+__all__ = ["train", "make_train_step", "train_program", "ConfigError", "NonFiniteLossError",
            "CheckpointRestoreError"]
 
 
@@ -98,15 +98,6 @@ def train_program(model: BaseModel, optimizer: optax.GradientTransformation, sta
                    count_fn=make_train_step(model.without_remat(), optimizer, ema_decay, lr_schedule))
 
 
-def compile_train_step(model: BaseModel, optimizer: optax.GradientTransformation, state: StateFactory,
-                       partitioner: Partitioner, batch_size: int, ema_decay: float | None = None,
-                       lr_schedule: optax.Schedule | None = None):
-    """`train_program`, compiled: (compiled step, the global batch's abstract arrays, seconds)."""
-    program = train_program(model, optimizer, state, partitioner, batch_size, ema_decay, lr_schedule)
-    compiled, seconds = program.compile()
-    return compiled, program.args[1], seconds
-
-
 def _fmt_eta(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     h, rem = divmod(seconds, 3600)
@@ -133,12 +124,16 @@ def train(
     ema_decay: float | None = None,
     lr_schedule: optax.Schedule | None = None,
     hooks: Sequence[MediaHook] = (),
+    cpu_peak_flops: float = topology.CPU_PEAK_FLOPS,
 ) -> dict[str, Any]:
     """Trains `model` for `train_steps` steps of global batch `batch_size`.
 
     Resumes from the newest complete checkpoint in `model_dir/checkpoints`.  Each of `hooks`
     (e.g. Noise2Music's samples: audio and spectrogram images) writes to TensorBoard every
-    `hook.period` steps and at the last step.
+    `hook.period` steps and at the last step.  `perf/mfu` is logged with every `log_period`-th
+    step: the step's analytic matmul FLOPs per device (`trainer.flops`) over its time and the
+    device's peak (a TPU chip's bf16 peak, `trainer.topology`; on CPU `cpu_peak_flops`, the host's
+    matmul ceiling, shared by its devices).
     Returns a summary (final step, last loss, timings, where things are).
     """
     # == 1. set-up ==========================================================
@@ -183,9 +178,11 @@ def train(
             metrics_lib.truncate_jsonl(jsonl, 0)
 
     # == 3. compile ==========================================================
-    compiled, _, compile_seconds = compile_train_step(model, optimizer, factory, partitioner, batch_size,
-                                                      ema_decay, lr_schedule)
+    program = train_program(model, optimizer, factory, partitioner, batch_size, ema_decay, lr_schedule)
+    compiled, compile_seconds = program.compile()
     log.info("train step compiled ahead of time in %.1fs", compile_seconds)
+    peak = topology.peak_flops_per_device(jax.local_devices()[0], cpu_peak_flops)
+    step_flops = program.matmul_flops() / jax.device_count()   # per device
     eval_fn = None
     if eval_data is not None and eval_period:
         eval_fn = jax.jit(lambda p, b: model.eval_metrics(p, b), out_shardings=partitioner.replicated)
@@ -204,6 +201,11 @@ def train(
         if not pending:
             return
         host = jax.device_get([m for _, m in pending])
+        now = time.perf_counter()
+        rate = (step - timer["step"]) / max(now - timer["t"], 1e-9)
+        timer.update(t=now, step=step)
+        host[-1] = {**host[-1], "perf/steps_per_second": rate,
+                    **({"perf/mfu": step_flops * rate / peak} if peak else {})}
         for (s, _), m in zip(pending, host):
             if not np.isfinite(m["loss"]):
                 raise NonFiniteLossError(
@@ -212,11 +214,10 @@ def train(
             writer.write_scalars(s, m)
         last = {k: float(v) for k, v in host[-1].items()}
         pending.clear()
-        now = time.perf_counter()
-        rate = (step - timer["step"]) / max(now - timer["t"], 1e-9)
-        timer.update(t=now, step=step)
         eta = (train_steps - step) / rate if rate > 0 else math.inf
-        extras = " | ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "loss")
+        extras = " | ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "loss" and not k.startswith("perf/"))
+        if "perf/mfu" in last:
+            extras += f" | MFU {last['perf/mfu']:.1%}"
         log.info("step %d/%d | loss %.5g | %.2f steps/s | %.1f examples/s | ETA %s | %s",
                  step, train_steps, last["loss"], rate, rate * batch_size, _fmt_eta(eta), extras)
 
@@ -282,6 +283,8 @@ def train(
         "metrics": last,
         "compile_seconds": round(compile_seconds, 3),
         "steps_per_second": round(done / elapsed, 3) if done else None,
+        "flops_per_step_per_device": step_flops,
+        "mfu": round(step_flops * done / elapsed / peak, 5) if done and peak else None,
         "examples_per_second": round(done * batch_size / elapsed, 2) if done else None,
         "num_params": param_count(factory.abstract.params),
         "model_dir": model_dir,

@@ -1,6 +1,6 @@
 """The paper-size configs (the two MuLan towers, the five Noise2Music stages): parameter counts
 from eval_shape, the padding of the 30 s lengths, and the full sharded train step compiled ahead
-of time on the 8-device FSDP x tensor mesh (`trainer.train.compile_train_step`).  Nothing is run."""
+of time on the 8-device FSDP x tensor mesh (`trainer.train.train_program`).  Nothing is run."""
 import pytest
 from jax.sharding import PartitionSpec
 
@@ -20,14 +20,14 @@ def _compile(config: str, ema_decay=None):
     from trainer import flags
     from trainer.optimizers import adam
     from trainer.partitioning import Partitioner
-    from trainer.train import compile_train_step
+    from trainer.train import train_program
     from trainer.train_state import abstract_state
 
     flags.parse_and_apply([f"--gin_file={config}", "--gin_file=mesh/fsdp_tensor.gin",
                            "--gin.Partitioner.mesh_shape=(1, 4, 2)", "--model_dir=/tmp/unused"], "")
     model, partitioner, opt, batch = flags.bound("train.model"), Partitioner(), adam(1e-4), 8
     state = abstract_state(model, partitioner, batch_size=batch, optimizer=opt, ema=ema_decay is not None)
-    compiled, _, _ = compile_train_step(model, opt, state, partitioner, batch, ema_decay=ema_decay)
+    compiled, _ = train_program(model, opt, state, partitioner, batch, ema_decay=ema_decay).compile()
     assert compiled.cost_analysis() is not None
     return model, state
 

@@ -95,3 +95,30 @@ def test_compile_needs_a_known_topology(capsys):
     assert code == 2 and "'v7x:2x2'" in err and "v5e:16x16" in err
     code, _, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin", "--gin.TOPOLOGY=None")
     assert code == 2 and "--topology=NAME" in err
+
+
+def test_train_logs_mfu_from_the_analytic_flops(tmp_path, caplog):
+    from trainer import main as trainer_main
+    from trainer.metrics import read_jsonl
+
+    out = trainer_main.main(["--gin_file=toy/tiny_cpu.gin", "--gin.TRAIN_STEPS=4", "--gin.train.log_period=2",
+                             "--gin.train.eval_period=0", "--gin.train.cpu_peak_flops=8e9", f"--model_dir={tmp_path}"])
+    rows = read_jsonl(str(tmp_path / "metrics.jsonl"))
+    logged = [r for r in rows if "perf/mfu" in r]
+    assert [r["step"] for r in logged] == [2, 4]
+    # Per device: the step's matmul FLOPs over 8 devices, the CPU peak shared by them.
+    for r in logged:
+        assert r["perf/mfu"] == pytest.approx(out["flops_per_step_per_device"] * r["perf/steps_per_second"] / 1e9)
+    # Forward and backward: between 2x and 3x the forward's matmuls (no gradient for the inputs).
+    import gin
+
+    from trainer import flags
+    from trainer.train_state import abstract_state
+
+    model = flags.bound("train.model")
+    params = abstract_state(model, None, batch_size=32).abstract.params
+    forward = matmul_flops(lambda p, b: model.loss(p, b, jax.random.PRNGKey(0))[0], params, model.batch_spec(32))
+    assert 2 * forward < 8 * out["flops_per_step_per_device"] < 3 * forward
+    assert 0 < out["mfu"] < 1
+    gin.clear_config()
+    assert "| MFU " in caplog.text
