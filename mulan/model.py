@@ -105,6 +105,8 @@ class MulanModel(BaseModel):
         with the task); `mulan.inference` tokenizes texts with it (None: the installed MiniLM's).
     """
 
+    loss_is_example_mean = False   # the contrastive loss's negatives are the rest of the batch
+
     def __init__(self, audio_tower: nn.Module, text_tower: nn.Module, frontend: LogMel | None = None,
                  spec_augment: SpecAugment | None = None, audio_samples: int = 160_000, text_length: int = 64,
                  loss_type: str = "mulan", init_temperature: float = 0.1, learn_temperature: bool = True,

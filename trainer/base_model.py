@@ -24,6 +24,9 @@ class BaseModel(abc.ABC):
     # topology: NAME -> 'module:function', function(model, partitioner, batch_size) -> a
     # `trainer.aot.Program` (named as a string, so the model imports nothing of its sampler).
     programs: ClassVar[dict[str, str]] = {}
+    # The loss is a mean over examples, so `train.microbatches` can split the batch (a contrastive
+    # loss, whose negatives are the rest of the batch, is not).
+    loss_is_example_mean: ClassVar[bool] = True
 
     @abc.abstractmethod
     def batch_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:

@@ -49,7 +49,8 @@ def program_for(name: str, model, partitioner: Partitioner, batch_size: int) -> 
         state = abstract_state(model, partitioner, batch_size=batch_size, optimizer=optimizer,
                                ema=ema_decay is not None)
         return train.train_program(model, optimizer, state, partitioner, batch_size, ema_decay,
-                                   flags_lib.bound("train.lr_schedule", None))
+                                   flags_lib.bound("train.lr_schedule", None),
+                                   flags_lib.bound("train.microbatches", 1))
     if name not in model.programs:
         raise CompileError(f"--program={name}: {type(model).__name__} has {['train', *model.programs]}")
     module, fn = model.programs[name].split(":")

@@ -52,14 +52,45 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when a step's loss is NaN/inf; the last good checkpoint is kept."""
 
 
+def _microbatch_grads(model: BaseModel, params, batch, rng, microbatches: int, partitioner: Partitioner | None):
+    """The loss, metrics and gradients of the global batch as the mean over `microbatches` equal
+    parts, one after another (`lax.scan`): the activations of one part live at a time.  Part j is
+    rows j, j + k, j + 2k, ... (k = microbatches), so every part is spread over all the batch
+    shards as the whole batch is."""
+    def split(x):
+        x = x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
+        if partitioner is not None:
+            spec = jax.sharding.PartitionSpec(None, partitioner.batch_mesh_axes or None)
+            x = jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(partitioner.mesh, spec))
+        return x
+
+    grad_fn = jax.value_and_grad(lambda p, b, r: model.loss(p, b, r), has_aux=True)
+
+    def body(acc, xs):
+        part, j = xs
+        (loss, aux), grads = grad_fn(params, part, jax.random.fold_in(rng, j))
+        return jax.tree.map(jnp.add, acc, ((loss, aux), grads)), None
+
+    parts = jax.tree.map(split, batch)
+    zeros = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], parts), rng)
+    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), zeros)
+    total, _ = jax.lax.scan(body, zeros, (parts, jnp.arange(microbatches)))
+    return jax.tree.map(lambda x: x / microbatches, total)
+
+
 def make_train_step(model: BaseModel, optimizer: optax.GradientTransformation,
-                    ema_decay: float | None, lr_schedule: optax.Schedule | None):
-    """The pure step: (state, batch) -> (state, scalar metrics)."""
+                    ema_decay: float | None, lr_schedule: optax.Schedule | None,
+                    microbatches: int = 1, partitioner: Partitioner | None = None):
+    """The pure step: (state, batch) -> (state, scalar metrics).  With `microbatches` > 1 the
+    gradient is accumulated over that many parts of the batch (`_microbatch_grads`)."""
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict[str, jax.Array]]:
         rng = jax.random.fold_in(state.rng, state.step)
-        (loss, aux), grads = jax.value_and_grad(
-            lambda p: model.loss(p, batch, rng), has_aux=True)(state.params)
+        if microbatches > 1:
+            (loss, aux), grads = _microbatch_grads(model, state.params, batch, rng, microbatches, partitioner)
+        else:
+            (loss, aux), grads = jax.value_and_grad(
+                lambda p: model.loss(p, batch, rng), has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = state.ema_params
@@ -81,21 +112,31 @@ def make_train_step(model: BaseModel, optimizer: optax.GradientTransformation,
 
 def train_program(model: BaseModel, optimizer: optax.GradientTransformation, state: StateFactory,
                   partitioner: Partitioner, batch_size: int, ema_decay: float | None = None,
-                  lr_schedule: optax.Schedule | None = None) -> Program:
+                  lr_schedule: optax.Schedule | None = None, microbatches: int = 1) -> Program:
     """The step for `state` (from `abstract_state`) and a global batch of `batch_size`, jitted with
-    its shardings (the state donated), with its abstract arguments: ready to compile ahead of time."""
+    its shardings (the state donated), with its abstract arguments: ready to compile ahead of time.
+    Raises `ConfigError` for `microbatches` that do not divide the per-device batch, or a model
+    whose loss is not a mean over examples (MuLan's contrastive loss: its negatives are the batch)."""
+    if microbatches < 1 or (microbatches > 1 and (batch_size // partitioner.num_batch_shards) % microbatches):
+        raise ConfigError(f"train.microbatches={microbatches} does not divide the per-device batch "
+                          f"{batch_size // partitioner.num_batch_shards} (BATCH_SIZE={batch_size} over "
+                          f"{partitioner.num_batch_shards} batch shards)")
+    if microbatches > 1 and not model.loss_is_example_mean:
+        raise ConfigError(f"train.microbatches={microbatches}: {type(model).__name__}'s loss is not a mean over "
+                          "examples (its batch is part of the loss), so microbatches would change it")
     batch_abstract = {
         k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=partitioner.batch_sharding(len(s.shape)))
         for k, s in model.batch_spec(batch_size).items()
     }
     step_fn = jax.jit(
-        make_train_step(model, optimizer, ema_decay, lr_schedule),
+        make_train_step(model, optimizer, ema_decay, lr_schedule, microbatches, partitioner),
         in_shardings=(state.shardings, {k: v.sharding for k, v in batch_abstract.items()}),
         out_shardings=(state.shardings, partitioner.replicated),
         donate_argnums=(0,),
     )
     return Program("train", step_fn, (state.abstract, batch_abstract), partitioner, batch_size,
-                   count_fn=make_train_step(model.without_remat(), optimizer, ema_decay, lr_schedule))
+                   count_fn=make_train_step(model.without_remat(), optimizer, ema_decay, lr_schedule,
+                                            microbatches, partitioner))
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -125,6 +166,7 @@ def train(
     lr_schedule: optax.Schedule | None = None,
     hooks: Sequence[MediaHook] = (),
     cpu_peak_flops: float = topology.CPU_PEAK_FLOPS,
+    microbatches: int = 1,
 ) -> dict[str, Any]:
     """Trains `model` for `train_steps` steps of global batch `batch_size`.
 
@@ -134,6 +176,9 @@ def train(
     step: the step's analytic matmul FLOPs per device (`trainer.flops`) over its time and the
     device's peak (a TPU chip's bf16 peak, `trainer.topology`; on CPU `cpu_peak_flops`, the host's
     matmul ceiling, shared by its devices).
+    `microbatches` > 1 accumulates the gradient over that many parts of the global batch (the
+    activations of one part in memory at a time; the same update up to float rounding, for a
+    loss that is a mean over examples).
     Returns a summary (final step, last loss, timings, where things are).
     """
     # == 1. set-up ==========================================================
@@ -178,7 +223,8 @@ def train(
             metrics_lib.truncate_jsonl(jsonl, 0)
 
     # == 3. compile ==========================================================
-    program = train_program(model, optimizer, factory, partitioner, batch_size, ema_decay, lr_schedule)
+    program = train_program(model, optimizer, factory, partitioner, batch_size, ema_decay, lr_schedule,
+                            microbatches)
     compiled, compile_seconds = program.compile()
     log.info("train step compiled ahead of time in %.1fs", compile_seconds)
     peak = topology.peak_flops_per_device(jax.local_devices()[0], cpu_peak_flops)

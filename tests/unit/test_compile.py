@@ -88,6 +88,8 @@ def test_compile_errors_name_the_setting(capsys):
     assert code == 2 and "Partitioner.mesh_shape=(1, 8, 1)" in err and "4 devices" in err
     code, _, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin", "--accelerator_type=v5litepod-16", "--gin.BATCH_SIZE=8")
     assert code == 2 and "BATCH_SIZE=8 is not divisible by the 16 batch shards" in err
+    code, _, err = _run(capsys, "--gin_file=mulan/tiny_cpu.gin", "--gin.train.microbatches=2")
+    assert code == 2 and "train.microbatches=2: MulanModel's loss is not a mean over examples" in err
 
 
 def test_compile_needs_a_known_topology(capsys):

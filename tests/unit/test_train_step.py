@@ -1,20 +1,22 @@
-"""One train step sharded FSDP x tensor over 8 devices == the same step on one device."""
+"""One train step sharded FSDP x tensor over 8 devices == the same step on one device; the step
+with the gradient accumulated over microbatches == the one-shot step."""
 import jax
 import numpy as np
+import pytest
 
 from trainer import optimizers
 from trainer.partitioning import FSDP_TENSOR_RULES, Partitioner
 from trainer.toy import ToyData, ToyModel
-from trainer.train import make_train_step
+from trainer.train import ConfigError, make_train_step, train_program
 from trainer.train_state import abstract_state
 
 
-def _one_step(partitioner: Partitioner):
+def _one_step(partitioner: Partitioner, microbatches: int = 1):
     model, opt = ToyModel(), optimizers.adam(1e-2)
     factory = abstract_state(model, partitioner, optimizer=opt, batch_size=16, ema=True)
     state = factory.init(7)
     host = ToyData().make_iterator(partitioner.data_layout(16), seed=3)
-    step = jax.jit(make_train_step(model, opt, 0.9, None),
+    step = jax.jit(make_train_step(model, opt, 0.9, None, microbatches, partitioner),
                    in_shardings=(factory.shardings, None), out_shardings=(factory.shardings, None),
                    donate_argnums=(0,))
     with partitioner.activate():
@@ -40,3 +42,19 @@ def test_sharded_step_matches_single_device():
                  s8.ema_params, init8, s8.params)
     # The step moved the params.
     assert not np.allclose(s8.params["head"]["kernel"], init8["head"]["kernel"])
+
+
+def test_microbatched_step_equals_the_one_shot_step():
+    """Gradient accumulation over 2 parts of the batch (each part spread over the 4 x 2 mesh) gives
+    the one-shot step's loss, gradient and update, to float32 rounding (rtol 1e-5 / 1e-4)."""
+    p8 = Partitioner(mesh_shape=(1, 4, 2), logical_axis_rules=FSDP_TENSOR_RULES)
+    _, one, m1 = _one_step(p8)
+    _, acc, m2 = _one_step(p8, microbatches=2)
+    np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-5)
+    np.testing.assert_allclose(m2["grad_norm"], m1["grad_norm"], rtol=1e-4)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), acc.params, one.params)
+    # 16 examples over 4 batch shards: 4 per device, so 3 microbatches do not divide it.
+    model, opt = ToyModel(), optimizers.adam(1e-2)
+    factory = abstract_state(model, p8, optimizer=opt, batch_size=16)
+    with pytest.raises(ConfigError, match=r"train.microbatches=3 does not divide the per-device batch 4"):
+        train_program(model, opt, factory, p8, 16, microbatches=3)
