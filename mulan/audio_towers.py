@@ -23,6 +23,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
+from layers import remat as remat_lib
 from layers.transformer import INIT, TransformerBlock, dense, layer_norm
 
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -146,6 +147,7 @@ class ASTTower(nn.Module):
     dropout_rate: float = 0.0
     embed_dim: int = 128
     dtype: jnp.dtype = jnp.float32
+    remat: str = "none"          # the transformer layers: 'none', 'full' or 'dots' (layers/remat.py)
 
     def grid(self, frames: int, mels: int) -> tuple[int, int]:
         return ((frames - self.patch[0]) // self.stride[0] + 1, (mels - self.patch[1]) // self.stride[1] + 1)
@@ -170,8 +172,9 @@ class ASTTower(nn.Module):
         cls_tok = jnp.broadcast_to((cls + pos[0]).astype(self.dtype), (b, 1, self.dim))
         x = jnp.concatenate([cls_tok, x], axis=1)
         x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
+        block = remat_lib.remat(TransformerBlock, self.remat, static_argnums=(-1,))   # `deterministic`
         for i in range(self.depth):
-            x = TransformerBlock(self.num_heads, self.dim // self.num_heads, self.mlp_ratio * self.dim,
+            x = block(self.num_heads, self.dim // self.num_heads, self.mlp_ratio * self.dim,
                                  pre_norm=True, dropout_rate=self.dropout_rate, layer_norm_eps=1e-6,
                                  dtype=self.dtype, name=f"layer_{i}")(x, None, not train)
         x = layer_norm("ln_out", 1e-6)(x.astype(jnp.float32))
@@ -182,12 +185,13 @@ class ASTTower(nn.Module):
 def ast_tower(dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: int = 4,
               patch: tuple[int, int] = (16, 16), stride: tuple[int, int] = (10, 10),
               patch_dropout: float = 0.0, dropout_rate: float = 0.0, embed_dim: int = 128,
-              dtype: str = "float32") -> ASTTower:
+              dtype: str = "float32", remat: str = "none") -> ASTTower:
     """The AST audio tower (defaults: AST-Base, 768-d, stride 10).  Gin: `MulanModel.audio_tower = @ast_tower()`."""
     if not 0.0 <= patch_dropout < 1.0:
         raise ValueError(f"ast_tower.patch_dropout={patch_dropout} must be in [0, 1).")
+    remat_lib.check(remat, "ast_tower.remat")
     return ASTTower(dim, depth, num_heads, mlp_ratio, tuple(patch), tuple(stride), patch_dropout,
-                    dropout_rate, embed_dim, jnp.dtype(dtype))
+                    dropout_rate, embed_dim, jnp.dtype(dtype), remat)
 
 
 @gin.configurable

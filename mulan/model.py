@@ -10,6 +10,7 @@ zero-padded to it by the data pipeline and by `mulan.embed`; the front end is sh
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from typing import Any
@@ -124,6 +125,19 @@ class MulanModel(BaseModel):
                             learn_temperature)
 
     # -- BaseModel -------------------------------------------------------------
+    def without_remat(self) -> "MulanModel":
+        audio, text = self.module.audio_tower, self.module.text_tower
+        encoder = getattr(text, "encoder", None)
+        if getattr(audio, "remat", "none") == "none" and getattr(encoder, "remat", "none") == "none":
+            return self
+        if getattr(audio, "remat", "none") != "none":
+            audio = audio.clone(remat="none")
+        if getattr(encoder, "remat", "none") != "none":
+            text = text.clone(encoder=encoder.clone(remat="none"))
+        other = copy.copy(self)
+        other.module = self.module.clone(audio_tower=audio, text_tower=text)
+        return other
+
     def batch_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
         return {"audio": jax.ShapeDtypeStruct((batch_size, self.audio_samples), jnp.float32),
                 "text_tokens": jax.ShapeDtypeStruct((batch_size, self.text_length), jnp.int32),

@@ -14,6 +14,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
+from layers import remat as remat_lib
 from layers.transformer import INIT, TransformerBlock, dense, layer_norm
 
 
@@ -30,6 +31,7 @@ class BertEncoder(nn.Module):
     dropout_rate: float = 0.0
     layer_norm_eps: float = 1e-12
     dtype: jnp.dtype = jnp.float32
+    remat: str = "none"          # the transformer layers: 'none', 'full' or 'dots' (layers/remat.py)
 
     @nn.compact
     def __call__(self, tokens: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -47,8 +49,9 @@ class BertEncoder(nn.Module):
         x = layer_norm("ln_embed", self.layer_norm_eps)(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic).astype(self.dtype)
         x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
+        block = remat_lib.remat(TransformerBlock, self.remat, static_argnums=(-1,))   # `deterministic`
         for i in range(self.num_layers):
-            x = TransformerBlock(self.num_heads, self.hidden // self.num_heads, self.mlp_dim, pre_norm=False,
+            x = block(self.num_heads, self.hidden // self.num_heads, self.mlp_dim, pre_norm=False,
                                  dropout_rate=self.dropout_rate, layer_norm_eps=self.layer_norm_eps,
                                  dtype=self.dtype, name=f"layer_{i}")(x, mask, deterministic)
         return x.astype(jnp.float32)
@@ -77,10 +80,11 @@ class TextTower(nn.Module):
 @gin.configurable
 def bert_tower(vocab_size: int = 30522, hidden: int = 768, num_layers: int = 12, num_heads: int = 12,
                mlp_dim: int = 3072, max_positions: int = 512, dropout_rate: float = 0.0,
-               embed_dim: int = 128, pooling: str = "cls", dtype: str = "float32") -> TextTower:
+               embed_dim: int = 128, pooling: str = "cls", dtype: str = "float32", remat: str = "none") -> TextTower:
     """The text tower (defaults: BERT-base, the paper's).  Gin: `MulanModel.text_tower = @bert_tower()`."""
+    remat_lib.check(remat, "bert_tower.remat")
     enc = BertEncoder(vocab_size, hidden, num_layers, num_heads, mlp_dim, max_positions,
-                      dropout_rate=dropout_rate, dtype=jnp.dtype(dtype))
+                      dropout_rate=dropout_rate, dtype=jnp.dtype(dtype), remat=remat)
     return TextTower(enc, embed_dim, pooling)
 
 

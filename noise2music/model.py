@@ -30,6 +30,7 @@ vocoder's 3.2 s snippets divide exactly.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import gin
@@ -152,6 +153,14 @@ class Noise2MusicModel(BaseModel):
     @property
     def has_text(self) -> bool:
         return self.net.text is not None
+
+    def without_remat(self) -> "Noise2MusicModel":
+        if self.unet.remat == "none":
+            return self
+        other = copy.copy(self)
+        other.unet = self.unet.clone(remat="none")
+        other.net = self.net.clone(unet=other.unet)
+        return other
 
     # -- representations -----------------------------------------------------------
     def padded_length(self, length: int) -> int:

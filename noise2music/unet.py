@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from layers import remat as remat_lib
 from layers.attention import MultiHeadAttention
 
 _ACT = ("activation_batch", "activation_length", "activation_embed")
@@ -166,8 +167,10 @@ class UNet1D(nn.Module):
     num_heads: int = 8
     out_channels: int = 1
     dtype: jnp.dtype = jnp.float32
+    remat: str = "none"          # the residual and attention blocks: 'none', 'full' or 'dots' (layers/remat.py)
 
     def __post_init__(self):
+        remat_lib.check(self.remat, "UNet1D.remat")
         n = len(self.strides)
         for name in ("multipliers", "blocks", "self_attention", "cross_attention"):
             if len(getattr(self, name)) != n:
@@ -199,15 +202,17 @@ class UNet1D(nn.Module):
         h = _constrain(Conv(self.base, 3, dtype=self.dtype, axes=(None, None, "conv_out"), name="entry")(x))
         entry = h
         widths = [self.base * m for m in self.multipliers]
-        text_kw = dict(text=text, text_mask=text_mask, drop_text=drop_text)
+        Res = remat_lib.remat(ResBlock, self.remat)
+        Attn = remat_lib.remat(AttentionBlock, self.remat)
 
         def level(h, i, direction):
             for j in range(self.blocks[i]):
-                h = ResBlock(self.kernel, self.dtype, name=f"{direction}{i}_block{j}")(h, temb)
+                h = Res(self.kernel, self.dtype, name=f"{direction}{i}_block{j}")(h, temb)
             if self.self_attention[i]:
-                h = AttentionBlock(self.num_heads, False, self.dtype, name=f"{direction}{i}_self_attn")(h)
+                h = Attn(self.num_heads, False, self.dtype, name=f"{direction}{i}_self_attn")(h)
             if self.cross_attention[i]:
-                h = AttentionBlock(self.num_heads, True, self.dtype, name=f"{direction}{i}_cross_attn")(h, **text_kw)
+                h = Attn(self.num_heads, True, self.dtype, name=f"{direction}{i}_cross_attn")(h, text, text_mask,
+                                                                                               drop_text)
             return h
 
         skips = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 
 GIB = 1024 ** 3
@@ -112,6 +113,10 @@ def devices(name: str) -> list:
     except ImportError as e:
         raise TopologyError(f"topology {name!r}: compiling for a TPU needs libtpu: pip install -e '.[tpu]' "
                             "(jax[tpu]; it installs on a CPU host too)") from e
+    # libtpu takes a host-wide lock (/tmp/libtpu_lockfile) for as long as the process lives, which
+    # would stop a second compiling process (a test worker, another trainer.compile) until then;
+    # compile-only devices claim no chip, so that lock is not needed.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     kwargs = {"chip_config_name": "megacore"} if chip_.megacore else {}
     try:
         devs = topologies.get_topology_desc(name, "tpu", **kwargs).devices
