@@ -179,7 +179,7 @@ def write_html(report: dict, path: str, audio_format: str = "ogg", segment_secon
                 out.append(f"<br>{e(key[:-9])} top tags: " + "".join(
                     f"<span class='tag{' hit' if lab in hits else ''}'>{e(lab)} {s:.2f}</span>" for lab, s in v))
             if key.endswith("_prompted_tags") and v:
-                out.append(f"<br>prompted tags: " + ", ".join(f"{e(lab)} {s:.2f} (rank {rk})" for lab, s, rk in v))
+                out.append("<br>prompted tags: " + ", ".join(f"{e(lab)} {s:.2f} (rank {rk})" for lab, s, rk in v))
         out.append("</div></div>")
     out.append("</div>")
     tag_sets = [(n, r) for n, r in systems[primary].items() if n.endswith("_tags") and r.get("tags")]
