@@ -9,7 +9,7 @@ are one device, as on a TPU VM).  A Cloud accelerator type (`v5p-128`, `v5litepo
 `v6e-8`) converts with `from_accelerator_type`.
 
 The chips' figures are the published per-chip numbers (cloud.google.com/tpu/docs/<chip>):
-HBM capacity and dense bfloat16 peak.  XLA reserves a little of the HBM for itself (v5e: it
+HBM capacity and bandwidth, and the dense bfloat16 peak.  XLA reserves a little of the HBM for itself (v5e: it
 reports 15.75 GiB available of 16), hence `trainer.compile --headroom`.
 """
 from __future__ import annotations
@@ -32,6 +32,7 @@ class Chip:
     device_kind: str          # what jax reports as `device.device_kind`
     hbm_bytes: int            # per chip
     peak_bf16_flops: float    # per chip, dense
+    hbm_bytes_per_second: float   # per chip
     dims: int                 # axes of the topology (2 for the 2-D tori, 3 for v4 / v5p)
     megacore: bool            # both TensorCores as one device
     accelerator_prefix: str   # Cloud accelerator types: <prefix>-<n>
@@ -39,10 +40,10 @@ class Chip:
 
 
 CHIPS: dict[str, Chip] = {c.name: c for c in (
-    Chip("v4", "TPU v4", 32 * GIB, 275e12, 3, True, "v4", 2),
-    Chip("v5e", "TPU v5 lite", 16 * GIB, 197e12, 2, False, "v5litepod", 1),
-    Chip("v5p", "TPU v5", 95 * GIB, 459e12, 3, True, "v5p", 2),
-    Chip("v6e", "TPU v6 lite", 32 * GIB, 918e12, 2, False, "v6e", 1),
+    Chip("v4", "TPU v4", 32 * GIB, 275e12, 1228e9, 3, True, "v4", 2),
+    Chip("v5e", "TPU v5 lite", 16 * GIB, 197e12, 819e9, 2, False, "v5litepod", 1),
+    Chip("v5p", "TPU v5", 95 * GIB, 459e12, 2765e9, 3, True, "v5p", 2),
+    Chip("v6e", "TPU v6 lite", 32 * GIB, 918e12, 1640e9, 2, False, "v6e", 1),
 )}
 
 # XLA:CPU's float32 matmul ceiling on the 2-core development machines (README, "Tests"): what

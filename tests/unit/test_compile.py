@@ -75,7 +75,7 @@ def test_toy_train_step_compiles_for_a_real_topology_and_reports(capsys):
     assert m["aliased"] > 0                                   # the state is donated
     # XLA's count adds elementwise work and the optimizer to the matmuls: same order.
     assert 0.7 < r["flops_xla_per_device"] / r["flops_analytic_per_device"] < 1.6
-    assert r["estimated_step_seconds"] > 0 and 0 < r["projected_mfu"] < 1
+    assert r["estimated_step_seconds"] > 0 and r["step_time_source"] == "xla" and 0 < r["projected_mfu"] < 1
     assert "HBM per device" in out and "projected MFU" in out
 
 
