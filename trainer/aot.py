@@ -95,9 +95,11 @@ def analyse(program: Program, chip: Any, headroom: float = 0.1) -> dict:
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
         msg = str(e)
-        used = re.search(r"required for HLO temporaries \(([\d.]+)G\)|Used ([\d.]+)G of", msg)
-        gib = float(next(g for g in used.groups() if g)) if used else float("nan")
-        out.update(fits=False, hbm_bytes_per_device=int(gib * 1024 ** 3) if used else None,
+        used = re.search(r"required for HLO temporaries \(([\d.]+)([KMGT])\)|Used ([\d.]+)([KMGT]) of", msg)
+        if used:
+            value, unit = [g for g in used.groups() if g]
+            used = int(float(value) * 1024 ** "KMGT".index(unit) * 1024)
+        out.update(fits=False, hbm_bytes_per_device=used,
                    error=msg.split("\n\n")[0][:4000], largest_arguments=largest_arguments(program),
                    estimated_step_seconds=None, projected_mfu=None, compile_seconds=None)
         return out
@@ -134,9 +136,8 @@ def why_not(r: dict) -> str:
         m = r["memory"]
         parts = f"arguments {_gib(m['arguments'])}, temporaries {_gib(m['temporaries'])}"
         used = f"{_gib(r['hbm_bytes_per_device'])} per device ({parts})"
-    else:
-        used = f"XLA: {r.get('error', '?').splitlines()[0]}"
-    return f"{used} of {_gib(r['hbm_capacity_bytes'])}; largest per-device arguments: {biggest}"
+        return f"{used} of {_gib(r['hbm_capacity_bytes'])}; largest per-device arguments: {biggest}"
+    return f"XLA: {r.get('error', '?').splitlines()[0]}; largest per-device arguments: {biggest}"
 
 
 def table(r: dict) -> str:

@@ -84,6 +84,11 @@ def test_compile_errors_name_the_setting(capsys):
     code, _, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin", "--topology=v5e:2x2", "--headroom=0.9999999")
     assert code == 2 and "does not fit" in err and "temporaries" in err
     assert "largest per-device arguments: batch/inputs" in err
+    # A batch XLA itself cannot place in HBM: its message, and the inputs (32 GiB per device) named.
+    code, out, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin", "--topology=v5e:2x2", "--gin.BATCH_SIZE=268435456")
+    r = json.loads(out.strip().splitlines()[-1])
+    assert code == 2 and not r["fits"] and r["hbm_bytes_per_device"] > 16 * 2 ** 30
+    assert "XLA: RESOURCE_EXHAUSTED" in err and "batch/inputs (32.00 GiB)" in err
     code, _, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin", "--topology=v5e:2x2", "--gin.Partitioner.mesh_shape=(1, 8, 1)")
     assert code == 2 and "Partitioner.mesh_shape=(1, 8, 1)" in err and "4 devices" in err
     code, _, err = _run(capsys, "--gin_file=toy/tiny_cpu.gin", "--accelerator_type=v5litepod-16", "--gin.BATCH_SIZE=8")
