@@ -28,8 +28,8 @@ import numpy as np
 import optax
 
 from trainer import metrics as metrics_lib
-from trainer.aot import Program
 from trainer import multihost, topology
+from trainer.aot import Program
 from trainer.base_model import BaseModel
 from trainer.checkpoints import CheckpointConfig, Checkpointer, CheckpointRestoreError
 from trainer.hooks import MediaHook, write_media
