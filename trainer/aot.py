@@ -46,11 +46,14 @@ class Program:
     count_fn: Callable | None = None
     arg_names: tuple[str, ...] = ("state", "batch")
 
+    def lower(self):
+        with self.partitioner.activate():
+            return self.fn.lower(*self.args)
+
     def compile(self):
         """(the compiled program, seconds spent lowering and compiling)."""
         t0 = time.perf_counter()
-        with self.partitioner.activate():
-            compiled = self.fn.lower(*self.args).compile()
+        compiled = self.lower().compile()
         return compiled, time.perf_counter() - t0
 
     def matmul_flops(self) -> float:
