@@ -185,17 +185,19 @@ class ASTTower(nn.Module):
 def ast_tower(dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: int = 4,
               patch: tuple[int, int] = (16, 16), stride: tuple[int, int] = (10, 10),
               patch_dropout: float = 0.0, dropout_rate: float = 0.0, embed_dim: int = 128,
-              dtype: str = "float32", remat: str = "none") -> ASTTower:
-    """The AST audio tower (defaults: AST-Base, 768-d, stride 10).  Gin: `MulanModel.audio_tower = @ast_tower()`."""
+              remat: str = "none") -> ASTTower:
+    """The AST audio tower (defaults: AST-Base, 768-d, stride 10).  Gin: `MulanModel.audio_tower = @ast_tower()`;
+    its compute dtype is the model's (`MulanModel.dtype`, layers/precision.py)."""
     if not 0.0 <= patch_dropout < 1.0:
         raise ValueError(f"ast_tower.patch_dropout={patch_dropout} must be in [0, 1).")
     remat_lib.check(remat, "ast_tower.remat")
     return ASTTower(dim, depth, num_heads, mlp_ratio, tuple(patch), tuple(stride), patch_dropout,
-                    dropout_rate, embed_dim, jnp.dtype(dtype), remat)
+                    dropout_rate, embed_dim, remat=remat)
 
 
 @gin.configurable
 def resnet_tower(stage_sizes: Sequence[int] = (3, 4, 6, 3), width: int = 64, norm: str = "group",
-                 embed_dim: int = 128, dtype: str = "float32") -> ResNetTower:
-    """The ResNet audio tower (defaults: ResNet-50).  Gin: `MulanModel.audio_tower = @resnet_tower()`."""
-    return ResNetTower(tuple(stage_sizes), width, norm, embed_dim, jnp.dtype(dtype))
+                 embed_dim: int = 128) -> ResNetTower:
+    """The ResNet audio tower (defaults: ResNet-50).  Gin: `MulanModel.audio_tower = @resnet_tower()`;
+    its compute dtype is the model's (`MulanModel.dtype`)."""
+    return ResNetTower(tuple(stage_sizes), width, norm, embed_dim)

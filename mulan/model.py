@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mulan import loss as loss_lib
+from layers import precision
 from layers.audio_frontend import LogMel, SpecAugment
 from trainer.base_model import BaseModel
 
@@ -104,6 +105,9 @@ class MulanModel(BaseModel):
       audio_checkpoint: a converted audio-tower checkpoint (`python -m mulan.convert`), likewise.
       vocabulary: the text tokens' vocabulary (a seqio vocabulary: the gin macro TEXT_VOCAB, shared
         with the task); `mulan.inference` tokenizes texts with it (None: the installed MiniLM's).
+      dtype / param_dtype: both towers' compute dtype and the parameters' dtype, 'float32' or
+        'bfloat16' (layers/precision.py); the front end, the towers' outputs, the logits and the
+        loss stay float32.
     """
 
     loss_is_example_mean = False   # the contrastive loss's negatives are the rest of the batch
@@ -111,7 +115,8 @@ class MulanModel(BaseModel):
     def __init__(self, audio_tower: nn.Module, text_tower: nn.Module, frontend: LogMel | None = None,
                  spec_augment: SpecAugment | None = None, audio_samples: int = 160_000, text_length: int = 64,
                  loss_type: str = "mulan", init_temperature: float = 0.1, learn_temperature: bool = True,
-                 text_checkpoint: str | None = None, audio_checkpoint: str | None = None, vocabulary=None):
+                 text_checkpoint: str | None = None, audio_checkpoint: str | None = None, vocabulary=None,
+                 dtype: str = "float32", param_dtype: str = "float32"):
         if not MIN_TEMPERATURE <= init_temperature <= 1.0:
             raise ValueError(f"MulanModel.init_temperature={init_temperature} must be in (0, 1] "
                              f"(at least {MIN_TEMPERATURE}).")
@@ -121,6 +126,10 @@ class MulanModel(BaseModel):
         self.audio_samples, self.text_length, self.loss_type = audio_samples, text_length, loss_type
         self.text_checkpoint, self.audio_checkpoint = text_checkpoint, audio_checkpoint
         self.vocabulary = vocabulary
+        compute = precision.dtype(dtype, "MulanModel.dtype")
+        self.param_dtype = precision.dtype(param_dtype, "MulanModel.param_dtype")
+        audio_tower = audio_tower.clone(dtype=compute)
+        text_tower = text_tower.clone(encoder=text_tower.encoder.clone(dtype=compute))
         self.module = MuLan(audio_tower, text_tower, self.frontend, spec_augment, init_temperature,
                             learn_temperature)
 
@@ -144,8 +153,9 @@ class MulanModel(BaseModel):
                 "text_mask": jax.ShapeDtypeStruct((batch_size, self.text_length), jnp.int32)}
 
     def init_params(self, rng, batch):
-        return self.module.init({"params": rng, "augment": rng, "dropout": rng}, batch["audio"],
-                                batch["text_tokens"], batch["text_mask"])["params"]
+        params = self.module.init({"params": rng, "augment": rng, "dropout": rng}, batch["audio"],
+                                  batch["text_tokens"], batch["text_mask"])["params"]
+        return precision.cast_params(params, self.param_dtype)
 
     def forward(self, params, batch, rng=None, train: bool = False):
         """Normalised embeddings (a, t), the raw norms and tau for a batch."""
@@ -155,6 +165,7 @@ class MulanModel(BaseModel):
             rngs = {"augment": ka, "dropout": kd}
         a, t, tau = self.module.apply({"params": params}, batch["audio"], batch["text_tokens"],
                                       batch["text_mask"], train, rngs=rngs)
+        a, t, tau = a.astype(jnp.float32), t.astype(jnp.float32), tau.astype(jnp.float32)  # float32 logits
         return l2_normalize(a), l2_normalize(t), jnp.linalg.norm(a, axis=-1), jnp.linalg.norm(t, axis=-1), tau
 
     def loss(self, params, batch, rng):
@@ -180,11 +191,12 @@ class MulanModel(BaseModel):
     # -- embedding entry points (used by mulan.embed / evaluate) ---------------
     def embed_audio(self, params, audio: jax.Array) -> jax.Array:
         """[B, audio_samples] -> L2-normalised [B, D]."""
-        return l2_normalize(self.module.apply({"params": params}, audio, method=MuLan.embed_audio))
+        return l2_normalize(self.module.apply({"params": params}, audio, method=MuLan.embed_audio).astype(jnp.float32))
 
     def embed_text(self, params, tokens: jax.Array, mask: jax.Array) -> jax.Array:
         """[B, L], [B, L] -> L2-normalised [B, D]."""
-        return l2_normalize(self.module.apply({"params": params}, tokens, mask, method=MuLan.embed_text))
+        return l2_normalize(self.module.apply({"params": params}, tokens, mask,
+                                              method=MuLan.embed_text).astype(jnp.float32))
 
     # -- pretrained weights -------------------------------------------------------
     def load_pretrained(self, params: Any, shardings: Any) -> Any:

@@ -80,11 +80,12 @@ class TextTower(nn.Module):
 @gin.configurable
 def bert_tower(vocab_size: int = 30522, hidden: int = 768, num_layers: int = 12, num_heads: int = 12,
                mlp_dim: int = 3072, max_positions: int = 512, dropout_rate: float = 0.0,
-               embed_dim: int = 128, pooling: str = "cls", dtype: str = "float32", remat: str = "none") -> TextTower:
-    """The text tower (defaults: BERT-base, the paper's).  Gin: `MulanModel.text_tower = @bert_tower()`."""
+               embed_dim: int = 128, pooling: str = "cls", remat: str = "none") -> TextTower:
+    """The text tower (defaults: BERT-base, the paper's).  Gin: `MulanModel.text_tower = @bert_tower()`;
+    its compute dtype is the model's (`MulanModel.dtype`, layers/precision.py)."""
     remat_lib.check(remat, "bert_tower.remat")
     enc = BertEncoder(vocab_size, hidden, num_layers, num_heads, mlp_dim, max_positions,
-                      dropout_rate=dropout_rate, dtype=jnp.dtype(dtype), remat=remat)
+                      dropout_rate=dropout_rate, remat=remat)
     return TextTower(enc, embed_dim, pooling)
 
 

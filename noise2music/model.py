@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from noise2music import conditioning, diffusion
+from layers import precision
 from layers.audio_frontend import MelSpec
 from noise2music.stages import LOWFI, MEL, MEL_BOTTOM, spec as stage_spec
 from noise2music.t5 import T5Config, T5Encoder
@@ -55,15 +56,17 @@ class StageNet(nn.Module):
 
     unet: UNet1D
     text: T5Config | None
+    dtype: jnp.dtype = jnp.float32   # the text encoder's compute dtype (the U-Net has its own)
 
     def setup(self):
-        self.text_encoder = T5Encoder(self.text) if self.text is not None else None
+        self.text_encoder = T5Encoder(self.text, self.dtype) if self.text is not None else None
 
     def encode(self, tokens, mask):
         return None if self.text_encoder is None else jax.lax.stop_gradient(self.text_encoder(tokens, mask))
 
     def denoise(self, x_t, t, emb, mask, drop, cond=None, bottom=None):
-        return self.unet(x_t, t, text=emb, text_mask=mask, drop_text=drop, cond=cond, bottom=bottom)
+        out = self.unet(x_t, t, text=emb, text_mask=mask, drop_text=drop, cond=cond, bottom=bottom)
+        return out.astype(jnp.float32)   # the loss and the sampler's updates stay float32
 
     def __call__(self, x_t, t, tokens, mask, drop, cond=None, bottom=None):
         return self.denoise(x_t, t, self.encode(tokens, mask), mask, drop, cond, bottom)
@@ -92,6 +95,9 @@ class Noise2MusicModel(BaseModel):
       vocabulary: the text tokens' vocabulary (a seqio vocabulary: the gin macro TEXT_VOCAB, shared
         with the task); the sampler tokenizes prompts with it, and a `T5Config` whose `vocab_size`
         is None takes its size.
+      dtype / param_dtype: the U-Net's and text encoder's compute dtype and the parameters' dtype,
+        'float32' or 'bfloat16' (layers/precision.py); the prediction, the loss and the sampler
+        stay float32.
     """
 
     programs = {"sample": "noise2music.cascade:sample_step_program"}   # for trainer.compile
@@ -101,7 +107,8 @@ class Noise2MusicModel(BaseModel):
                  text_length: int = 64, schedule: str = "cosine", parameterization: str = "eps",
                  weighting: str = "simple", text_drop: float = 0.1, cond_t_max: float = 0.5,
                  cond_blur: str | None = "1d", cond_blur_sigma: tuple[float, float] = (0.1, 5.0),
-                 cond_blur_size: int = 10, mel: MelSpec = MelSpec(), vocabulary=None):
+                 cond_blur_size: int = 10, mel: MelSpec = MelSpec(), vocabulary=None,
+                 dtype: str = "float32", param_dtype: str = "float32"):
         self.spec = sp = stage_spec(stage)
         self.vocabulary = vocabulary
         if text_encoder is not None and text_encoder.vocab_size is None:
@@ -113,7 +120,9 @@ class Noise2MusicModel(BaseModel):
             raise ValueError(f"Noise2MusicModel.cond_blur={cond_blur!r}: None, '1d' or '2d'")
         self.stage, self.source_rate, self.audio_samples = stage, source_rate, audio_samples
         self.rate, self.low_rate, self.text_length, self.mel = rate, low_rate, text_length, mel
-        self.unet = unet
+        compute = precision.dtype(dtype, "Noise2MusicModel.dtype")
+        self.param_dtype = precision.dtype(param_dtype, "Noise2MusicModel.param_dtype")
+        self.unet = unet = unet.clone(dtype=compute)
         if sp.uses_mel:
             reads_mel_audio = sp.conditioning == MEL_BOTTOM
             if source_rate != mel.sample_rate or (reads_mel_audio and rate != mel.sample_rate):
@@ -148,7 +157,7 @@ class Noise2MusicModel(BaseModel):
         self.parameterization, self.weighting, self.text_drop = parameterization, weighting, text_drop
         self.cond_t_max, self.cond_blur = cond_t_max, cond_blur
         self.cond_blur_sigma, self.cond_blur_size = tuple(cond_blur_sigma), cond_blur_size
-        self.net = StageNet(unet, text_encoder)
+        self.net = StageNet(unet, text_encoder, compute)
 
     @property
     def has_text(self) -> bool:
@@ -215,8 +224,9 @@ class Noise2MusicModel(BaseModel):
 
     def init_params(self, rng, batch):
         x, cond, bottom, drop = self._inputs(batch, rng, train=False)
-        return self.net.init(rng, x, jnp.zeros((x.shape[0],)), batch["text_tokens"], batch["text_mask"], drop,
-                             cond, bottom)["params"]
+        params = self.net.init(rng, x, jnp.zeros((x.shape[0],)), batch["text_tokens"], batch["text_mask"], drop,
+                               cond, bottom)["params"]
+        return precision.cast_params(params, self.param_dtype)
 
     def loss(self, params, batch, rng):
         return self._loss(params, batch, rng, train=True)

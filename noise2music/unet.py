@@ -94,9 +94,10 @@ class Resample(nn.Module):
         return y + bias.astype(self.dtype)
 
 
-def _group_norm(channels: int, name: str) -> nn.GroupNorm:
+def _group_norm(channels: int, name: str, dtype=None) -> nn.GroupNorm:
+    """Statistics in float32 (Flax's default), the output in `dtype`."""
     groups = math.gcd(32, channels)
-    return nn.GroupNorm(num_groups=groups, name=name,
+    return nn.GroupNorm(num_groups=groups, name=name, dtype=dtype,
                         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)))
 
@@ -108,13 +109,13 @@ class ResBlock(nn.Module):
     @nn.compact
     def __call__(self, x, temb):
         c = x.shape[-1]
-        h = Conv(c, self.kernel, dtype=self.dtype, name="conv1")(nn.swish(_group_norm(c, "norm1")(x)))
+        h = Conv(c, self.kernel, dtype=self.dtype, name="conv1")(nn.swish(_group_norm(c, "norm1", self.dtype)(x)))
         film = nn.Dense(2 * c, name="film", dtype=self.dtype,
                         kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", "mlp")),
                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(nn.swish(temb))
         scale, bias = jnp.split(film[:, None, :], 2, axis=-1)
         h = h * (1.0 + scale) + bias
-        h = Conv(c, self.kernel, zero_init=True, dtype=self.dtype, name="conv2")(nn.swish(_group_norm(c, "norm2")(h)))
+        h = Conv(c, self.kernel, zero_init=True, dtype=self.dtype, name="conv2")(nn.swish(_group_norm(c, "norm2", self.dtype)(h)))
         return _constrain(x + h)
 
 

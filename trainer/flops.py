@@ -82,3 +82,22 @@ def jaxpr_flops(jaxpr) -> float:
 def matmul_flops(fn: Callable, *args: Any) -> float:
     """The matmul and convolution FLOPs of one call of `fn(*args)` (arrays or `ShapeDtypeStruct`s)."""
     return jaxpr_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+
+def _flops_by_dtype(jaxpr, mult: float, out: dict[str, float]) -> None:
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name in ("dot_general", "conv_general_dilated"):
+            key = "/".join(sorted({str(v.aval.dtype) for v in eqn.invars[:2]}))
+            out[key] = out.get(key, 0.0) + mult * (_dot_flops(eqn) if name == "dot_general" else _conv_flops(eqn))
+        for j, m in _sub_jaxprs(eqn):
+            _flops_by_dtype(j, mult * m, out)
+
+
+def matmul_flops_by_dtype(fn: Callable, *args: Any) -> dict[str, float]:
+    """`matmul_flops` split by the dtypes the operands are in ('bfloat16', 'float32', or
+    'bfloat16/float32' for a mixed pair): how much of the work mixed precision moved to bfloat16."""
+    out: dict[str, float] = {}
+    _flops_by_dtype(jax.make_jaxpr(fn)(*args).jaxpr, 1.0, out)
+    return out
