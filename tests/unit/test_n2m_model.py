@@ -30,6 +30,11 @@ STAGES = {  # stage -> (model kwargs, clip samples at source rate)
 }
 
 
+# Sharded over 8 devices here; the other three stages' sharded steps are compared with one device's
+# in tests/integration/test_n2m_train.py.
+SHARDED = ("cascader", "vocoder")
+
+
 def _batch(n, samples, rate=16000, seed=0):
     rng = np.random.default_rng(seed)
     t = np.arange(samples) / rate
@@ -58,6 +63,8 @@ def test_stage_loss_is_the_same_sharded_and_the_text_encoder_stays_frozen(stage)
     assert float(np.abs(g1["unet"]["entry"]["kernel"]).max()) > 0
     if stage == "vocoder":  # the spectrogram enters at the bottom of the U
         assert float(np.abs(g1["unet"]["bottom_in"]["kernel"]).max()) > 0
+    if stage not in SHARDED:
+        return
     mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     sharded = {k: jax.device_put(v, NamedSharding(mesh, PartitionSpec("data"))) for k, v in batch.items()}
     with jax.set_mesh(mesh):
