@@ -1,4 +1,5 @@
-"""Helpers every package may import: command-line plumbing (`cli`) and ranking metrics (`ranking`).
+"""Helpers every package may import: command-line plumbing (`cli`), ranking metrics (`ranking`),
+plots (`plots`) and run directories, local or `gs://` (`paths`).
 
 Nothing here imports another package of the project, JAX or TensorFlow.
 """

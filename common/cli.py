@@ -25,6 +25,9 @@ def setup_logging() -> None:
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s", datefmt="%H:%M:%S")
     for name in PACKAGES:
         logging.getLogger(name).setLevel(logging.INFO)
+    # gcsfs warns on every bucket it cannot ask the storage-layout API about (any bucket without
+    # those credentials, e.g. a local emulator's), and then works as usual.
+    logging.getLogger("gcsfs").setLevel(logging.ERROR)
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -86,7 +86,8 @@ def fake_run(root, config_gin: str, params, step: int = 1, ema_params=None) -> s
 def fake_trained_run(root, gin_file: str, *bindings: str, step: int = 2, seed: int = 0) -> str:
     """A run of `gin_file` (+ `--gin.` bindings) as if trained for `step` steps: the config.gin the
     trainer would write, and random parameters and EMA parameters of its model (for tests of
-    what reads runs: sampling, embedding; not of training)."""
+    what reads runs: sampling, embedding; not of training).  Like the trainer's, the EMA leaves out
+    the config's frozen parameters (`train.frozen`)."""
     import gin
 
     from trainer import flags
@@ -94,7 +95,8 @@ def fake_trained_run(root, gin_file: str, *bindings: str, step: int = 2, seed: i
 
     gin.clear_config()
     flags.apply(flags.parse_argv([f"--gin_file={gin_file}", *bindings, f"--model_dir={root}"]))
-    model, config = flags.bound("train.model"), gin.config_str()
+    model, config, frozen = flags.bound("train.model"), gin.config_str(), flags.bound("train.frozen", ())
     gin.clear_config()
-    abstract = abstract_state(model, None, batch_size=1).abstract.params
-    return fake_run(root, config, random_params(abstract, seed), step=step, ema_params=random_params(abstract, seed + 1))
+    state = abstract_state(model, None, batch_size=1, ema=True, frozen=frozen)
+    return fake_run(root, config, random_params(state.abstract.params, seed), step=step,
+                    ema_params=random_params(state.abstract.ema_params, seed + 1))

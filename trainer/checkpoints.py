@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import gin
@@ -82,20 +83,21 @@ class CheckpointRestoreError(RuntimeError):
     pass
 
 
-def tree_mismatch(saved: Any, wanted: Any, path: str = "") -> str | None:
+def tree_mismatch(saved: Any, wanted: Any, path: str = "", subset: bool = False) -> str | None:
     """The first difference between a checkpoint's metadata tree and the model's abstract tree,
-    described with the parameter's path and both shapes; None when they fit."""
+    described with the parameter's path and both shapes; None when they fit.  `subset`: `wanted`
+    may leave out parameters the checkpoint has (the frozen ones' part of `params`)."""
     if isinstance(wanted, dict):
         if not isinstance(saved, dict):
             return f"{path or '/'} is a single array in the checkpoint but a module in the model"
         for k in wanted:
             if k not in saved:
                 return f"parameter {path}/{k} is in the model but not in the checkpoint"
-        for k in saved:
+        for k in () if subset else saved:
             if k not in wanted:
                 return f"parameter {path}/{k} is in the checkpoint but not in the model"
         for k in wanted:
-            m = tree_mismatch(saved[k], wanted[k], f"{path}/{k}")
+            m = tree_mismatch(saved[k], wanted[k], f"{path}/{k}", subset)
             if m:
                 return m
         return None
@@ -105,9 +107,11 @@ def tree_mismatch(saved: Any, wanted: Any, path: str = "") -> str | None:
     return None
 
 
-def _restore_subtrees(state_dir: epath.Path, target: dict[str, Any], what: str) -> dict[str, Any]:
+def _restore_subtrees(state_dir: epath.Path, target: dict[str, Any], what: str,
+                      subset: Sequence[str] = ()) -> dict[str, Any]:
     """Subtrees of a saved train state (`{'params': abstract, 'ema_params': ...}`), sharded as the
-    abstract arrays say: an Orbax partial restore, so nothing else (optimizer state) is read.
+    abstract arrays say: an Orbax partial restore, so nothing else (optimizer state) is read.  The
+    keys in `subset` may name part of their subtree (e.g. only the frozen `params`).
     Raises `CheckpointRestoreError` naming the directory and the first parameter that differs."""
     if not state_dir.exists():
         raise CheckpointRestoreError(f"{what}: no saved state at {state_dir} (an incomplete or foreign checkpoint?).")
@@ -118,7 +122,7 @@ def _restore_subtrees(state_dir: epath.Path, target: dict[str, Any], what: str) 
     for key, abstract in target.items():
         if not isinstance(meta, dict) or not isinstance(meta.get(key), dict):
             raise CheckpointRestoreError(f"{state_dir}: holds no {key!r}.")
-        mismatch = tree_mismatch(meta[key], abstract)
+        mismatch = tree_mismatch(meta[key], abstract, subset=key in subset)
         if mismatch:
             raise CheckpointRestoreError(f"{state_dir}: its {key!r} do not fit the model (another config?): {mismatch}")
     try:
@@ -190,11 +194,11 @@ class Checkpointer:
         """Where step `step` is (or would be) saved: `checkpoints/<step>`."""
         return self.directory / str(step)
 
-    def restore_params(self, step: int, abstract_params: Any, key: str = "params") -> Any:
-        """One subtree (`params` or `ema_params`) of step `step`, sharded as `abstract_params` says;
-        no optimizer state is read.  Raises `CheckpointRestoreError` naming the step and key."""
-        return _restore_subtrees(self.step_dir(step) / "state", {key: abstract_params},
-                                 f"{self.directory}/{step}")[key]
+    def restore_subtrees(self, step: int, target: dict[str, Any], subset: Sequence[str] = ()) -> dict[str, Any]:
+        """Subtrees (`{'params': abstract, 'ema_params': ...}`) of step `step`, sharded as the
+        abstract arrays say; no optimizer state is read.  Keys in `subset` may name part of their
+        subtree.  Raises `CheckpointRestoreError` naming the step and the parameter at fault."""
+        return _restore_subtrees(self.step_dir(step) / "state", target, f"{self.directory}/{step}", subset)
 
     def should_save(self, step: int) -> bool:
         return self.config.period > 0 and step % self.config.period == 0
@@ -249,7 +253,9 @@ class Checkpointer:
         target = {"params": abstract_state.params}
         if abstract_state.ema_params is not None:
             target["ema_params"] = abstract_state.ema_params
-        return _restore_subtrees(epath.Path(path) / "state", target, f"CheckpointConfig.init_from={path!r}")
+        # This run's EMA may leave out parameters it freezes that the other run's EMA kept.
+        return _restore_subtrees(epath.Path(path) / "state", target, f"CheckpointConfig.init_from={path!r}",
+                                 subset=("ema_params",))
 
     def wait_until_finished(self) -> None:
         self.manager.wait_until_finished()

@@ -47,7 +47,7 @@ def program_for(name: str, model, partitioner: Partitioner, batch_size: int) -> 
         optimizer = flags_lib.bound("train.optimizer")
         ema_decay = flags_lib.bound("train.ema_decay", None)
         state = abstract_state(model, partitioner, batch_size=batch_size, optimizer=optimizer,
-                               ema=ema_decay is not None)
+                               ema=ema_decay is not None, frozen=flags_lib.bound("train.frozen", ()))
         return train.train_program(model, optimizer, state, partitioner, batch_size, ema_decay,
                                    flags_lib.bound("train.lr_schedule", None),
                                    flags_lib.bound("train.microbatches", 1))

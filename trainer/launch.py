@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from common import cli
+from common import cli, paths
 from trainer import flags as flags_lib
 
 
@@ -23,7 +23,7 @@ def train_from_flags(argv: list[str] | None = None, usage: str = __doc__) -> dic
         flags_lib.parse_and_apply(argv, usage)
     multihost.initialize()
     with cli.exit_on(train.NonFiniteLossError, code=3), \
-            cli.exit_on(train.ConfigError, train.CheckpointRestoreError, FileNotFoundError):
+            cli.exit_on(train.ConfigError, train.CheckpointRestoreError, FileNotFoundError, paths.PathError):
         result = train.train()
     print(f"\n{result['status']} at step {result['step']}. Checkpoints: {result['checkpoint_dir']}; "
           f"metrics: {result['metrics_file']}; TensorBoard: tensorboard --logdir {result['model_dir']}",

@@ -7,7 +7,8 @@ parameters (EMA where the run kept them) restored through the run's `Checkpointe
 Used by `mulan.inference` and `noise2music.cascade`.  The run's `config.gin` names the modules
 that register its configurables (gin `import` lines), so nothing has to be imported first.  No
 optimizer state is read.  Parameters are laid out on a mesh (default: all devices on 'fsdp', the
-run's own logical axis rules).
+run's own logical axis rules).  The run may be local or in a bucket (`gs://`, common/paths.py);
+with frozen parameters (`train.frozen`) the EMA is merged over them.
 
 Runs written before a module moved or a setting went still load: `upgrade_config` rewrites their
 `config.gin` in today's names (`configs.MOVED_MODULES`, `RENAMED_CONFIGURABLES`,
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -25,7 +25,9 @@ from typing import Any
 import gin
 
 import configs
+from common import paths
 from trainer import flags as flags_lib
+from trainer import frozen as frozen_lib
 from trainer.checkpoints import Checkpointer
 from trainer.partitioning import Partitioner
 from trainer.train_state import abstract_state
@@ -66,12 +68,12 @@ def upgrade_config(text: str) -> tuple[str, list[str]]:
     return "\n".join(out) + "\n", sorted(set(notes))
 
 
-def model_from_config(config_path: str, expect: type, bindings: Sequence[str] = ()) -> tuple[Any, Any, bool]:
+def model_from_config(config_path: str, expect: type,
+                      bindings: Sequence[str] = ()) -> tuple[Any, Any, bool, frozen_lib.Frozen]:
     """Parses a run's `config.gin` and builds its `train.model`: (model, logical axis rules or
-    None, whether the run kept EMA parameters).  The run's config stays parsed (callers may query
+    None, whether the run kept EMA parameters, its frozen parameters).  The run's config stays parsed (callers may query
     it) until the next load clears it, so runs of several models load one after another."""
-    with open(config_path, encoding="utf-8") as f:
-        text, notes = upgrade_config(f.read())
+    text, notes = upgrade_config(paths.resolve(config_path).read_text())
     if notes:
         log.warning("%s was written by an older layout; read with: %s", config_path, "; ".join(notes))
     gin.clear_config()
@@ -85,9 +87,10 @@ def model_from_config(config_path: str, expect: type, bindings: Sequence[str] = 
         raise ModelDirError(f"{config_path}: cannot rebuild the model ({type(e).__name__}: {e}).") from e
     rules = flags_lib.bound("Partitioner.logical_axis_rules", None)
     has_ema = flags_lib.bound("train.ema_decay", None) is not None
+    frozen = frozen_lib.Frozen(flags_lib.bound("train.frozen", ()))
     if not isinstance(model, expect):
         raise ModelDirError(f"{config_path}: train.model is {type(model).__name__}, not a {expect.__name__}.")
-    return model, rules, has_ema
+    return model, rules, has_ema, frozen
 
 
 @dataclasses.dataclass
@@ -103,11 +106,11 @@ class LoadedRun:
 
 def load(model_dir: str, *, expect: type, step: int | None = None, use_ema: bool = True,
          bindings: Sequence[str] = (), mesh_shape: Sequence[int] = (1, -1, 1)) -> LoadedRun:
-    model_dir = os.path.abspath(model_dir)
-    config = os.path.join(model_dir, "config.gin")
-    if not os.path.exists(config):
+    run_dir = paths.resolve(model_dir)        # local or gs:// (common/paths.py)
+    model_dir, config = str(run_dir), run_dir / "config.gin"
+    if not config.exists():
         raise ModelDirError(f"{config}: missing (is {model_dir} a training run's --model_dir?).")
-    if not os.path.isdir(os.path.join(model_dir, "checkpoints")):
+    if not (run_dir / "checkpoints").is_dir():
         raise ModelDirError(f"{model_dir}/checkpoints: no complete checkpoint to load.")
     ckpt = Checkpointer(model_dir, read_only=True)
     latest = ckpt.latest_step()
@@ -116,11 +119,18 @@ def load(model_dir: str, *, expect: type, step: int | None = None, use_ema: bool
     step = latest if step is None else step
     if step not in ckpt.all_steps():
         raise ModelDirError(f"{ckpt.step_dir(step)}: no checkpoint at step {step} (have: {ckpt.all_steps()}).")
-    model, rules, has_ema = model_from_config(config, expect, bindings)
+    model, rules, has_ema, frozen = model_from_config(config, expect, bindings)
     partitioner = Partitioner(mesh_shape=tuple(mesh_shape), **({"logical_axis_rules": rules} if rules else {}))
-    abstract = abstract_state(model, partitioner, batch_size=1).abstract.params
-    key, which = ("ema_params", "EMA params") if use_ema and has_ema else ("params", "params")
-    params = ckpt.restore_params(step, abstract, key=key)
+    abstract = abstract_state(model, partitioner, batch_size=1, frozen=frozen).abstract.params
+    if use_ema and has_ema:
+        # The EMA holds the trainable parameters; the frozen ones come from `params`.
+        trainable, frozen_part = frozen.split(abstract) if frozen else (abstract, {})
+        target = {"ema_params": trainable, **({"params": frozen_part} if frozen_part else {})}
+        which = "EMA params"
+    else:
+        target, which = {"params": abstract}, "params"
+    restored = ckpt.restore_subtrees(step, target, subset=("params",) if "ema_params" in target else ())
+    params = frozen_lib.merge(*restored.values())
     ckpt.close()
     log.info("loaded %s step %d (%s)", model_dir, step, which)
     return LoadedRun(model, params, partitioner, step, model_dir, which, str(ckpt.step_dir(step)))

@@ -1,10 +1,12 @@
 """`python -m trainer.summary --gin_file=CONFIG [--mesh=PRESET] [--num_devices=N]`.
 
-Prints the model's parameter count per top-level submodule and in total, and
+Prints the model's parameter count per top-level submodule and in total,
 each parameter's shape, logical axes and mesh `PartitionSpec` under a mesh
-preset, from `jax.eval_shape` alone: nothing is allocated, so paper-size
-models can be inspected on a laptop.  The last line of stdout is one JSON
-object (`total_params`, `per_module`, `mesh`, `not_divisible`, ...).
+preset, and the train state's bytes (parameters, optimizer state, EMA; frozen
+parameters, `train.frozen`, have neither moments nor EMA), from `jax.eval_shape`
+alone: nothing is allocated, so paper-size models can be inspected on a laptop.
+The last line of stdout is one JSON object (`total_params`, `per_module`,
+`state_bytes`, `frozen_params`, `mesh`, `not_divisible`, ...).
 
     python -m trainer.summary --gin_file=toy/tiny_cpu.gin --mesh=fsdp_tensor --num_devices=256
 
@@ -16,17 +18,23 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 
 import jax
 
 from common import cli
 from trainer import flags as flags_lib
 from trainer.partitioning import FSDP_TENSOR_RULES, MESH_AXES, logical_to_mesh_axes, resolve_mesh_shape
-from trainer.train_state import abstract_state, param_path
+from trainer.train_state import abstract_state, param_count, param_path
 
 
-def summarize(model, rules, mesh_shape: tuple[int, ...], batch_size: int) -> dict:
-    state = abstract_state(model, None, batch_size=batch_size)
+def _bytes(tree) -> int:
+    return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)))
+
+
+def summarize(model, rules, mesh_shape: tuple[int, ...], batch_size: int, optimizer=None, ema: bool = False,
+              frozen: Sequence[str] = ()) -> dict:
+    state = abstract_state(model, None, batch_size=batch_size, optimizer=optimizer, ema=ema, frozen=frozen)
     mesh_sizes = dict(zip(MESH_AXES, mesh_shape))
     rows, per_module, not_divisible = [], {}, []
     flat_logical = dict(jax.tree_util.tree_leaves_with_path(
@@ -44,8 +52,12 @@ def summarize(model, rules, mesh_shape: tuple[int, ...], batch_size: int) -> dic
         rows.append((name, tuple(leaf.shape), axes, spec, leaf.size))
         top = name.split("/")[0]
         per_module[top] = per_module.get(top, 0) + int(leaf.size)
+    a = state.abstract
+    state_bytes = {"params": _bytes(a.params), "optimizer": _bytes(a.opt_state), "ema": _bytes(a.ema_params)}
+    state_bytes["total"] = sum(state_bytes.values())
     return {"rows": rows, "per_module": per_module, "total_params": int(sum(per_module.values())),
-            "not_divisible": not_divisible}
+            "not_divisible": not_divisible, "state_bytes": state_bytes,
+            "frozen_params": param_count(state.frozen.split(a.params)[1])}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -64,7 +76,10 @@ def main(argv: list[str] | None = None) -> dict:
         rules = flags_lib.bound("Partitioner.logical_axis_rules", FSDP_TENSOR_RULES)
         shape = flags_lib.bound("Partitioner.mesh_shape", (1, -1, 1))
         mesh_shape = resolve_mesh_shape(shape, num_devices or jax.device_count())
-    out = summarize(model, rules, mesh_shape, batch_size)
+        optimizer = flags_lib.bound("train.optimizer", None)
+        ema = flags_lib.bound("train.ema_decay", None) is not None
+        frozen = flags_lib.bound("train.frozen", ())
+        out = summarize(model, rules, mesh_shape, batch_size, optimizer, ema, frozen)
     width = max((len(r[0]) for r in out["rows"]), default=10)
     print(f"{'parameter':<{width}}  {'shape':<22} {'logical axes':<34} mesh spec")
     for name, shp, axes, spec, _ in out["rows"]:
@@ -73,10 +88,15 @@ def main(argv: list[str] | None = None) -> dict:
     for k, v in out["per_module"].items():
         print(f"  {k:<{width}} {v:>15,}")
     print(f"  {'total':<{width}} {out['total_params']:>15,}")
+    sb, gib = out["state_bytes"], 2.0**30
+    print(f"train state: params {sb['params'] / gib:.2f} GiB + optimizer {sb['optimizer'] / gib:.2f} GiB + "
+          f"EMA {sb['ema'] / gib:.2f} GiB = {sb['total'] / gib:.2f} GiB"
+          + (f" ({out['frozen_params']:,} frozen parameters: {', '.join(frozen)})" if out["frozen_params"] else ""))
     print(f"mesh {dict(zip(MESH_AXES, mesh_shape))}")
     for msg in out["not_divisible"]:
         print(f"warning: not divisible, will be padded by XLA: {msg}")
     result = {"total_params": out["total_params"], "per_module": out["per_module"],
+              "state_bytes": out["state_bytes"], "frozen_params": out["frozen_params"],
               "mesh": dict(zip(MESH_AXES, mesh_shape)), "not_divisible": out["not_divisible"],
               "num_arrays": len(out["rows"])}
     return cli.print_json(result)

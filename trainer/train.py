@@ -3,8 +3,10 @@
 Used by `python -m trainer.main` (the toy model), `python -m mulan.train` and
 `python -m noise2music.train`.  Sections:
 
-  1. set-up: model dir, config dump, data layout, state factory
-  2. restore: newest complete checkpoint in model_dir, else `init_from`, else init
+  1. set-up: every setting checked (data layout, microbatches, the state factory with its
+     frozen parameters, a writable model dir, local or gs://) before anything is written
+  2. restore: newest complete checkpoint in model_dir, else `init_from`, else init; then the
+     config dump (config.gin)
   3. compile: pure step, `jax.jit(in_shardings, out_shardings, donate_argnums)`,
      compiled ahead of time (`train_program`; the compile time is logged)
   4. loop: RNG folded by step, metrics fetched every `log_period` steps (every
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,11 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from common import paths
 from trainer import metrics as metrics_lib
 from trainer import multihost, topology
 from trainer.aot import Program
 from trainer.base_model import BaseModel
 from trainer.checkpoints import CheckpointConfig, Checkpointer, CheckpointRestoreError
+from trainer.errors import ConfigError
+from trainer.frozen import Frozen
 from trainer.hooks import MediaHook, write_media
 from trainer.input_pipeline import DataSource
 from trainer.partitioning import Partitioner
@@ -42,10 +46,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["train", "make_train_step", "train_program", "ConfigError", "NonFiniteLossError",
            "CheckpointRestoreError"]
-
-
-class ConfigError(ValueError):
-    """A setting of `train()` that cannot work; the message names the binding."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -80,9 +80,11 @@ def _microbatch_grads(model: BaseModel, params, batch, rng, microbatches: int, p
 
 def make_train_step(model: BaseModel, optimizer: optax.GradientTransformation,
                     ema_decay: float | None, lr_schedule: optax.Schedule | None,
-                    microbatches: int = 1, partitioner: Partitioner | None = None):
+                    microbatches: int = 1, partitioner: Partitioner | None = None, frozen: Frozen = Frozen()):
     """The pure step: (state, batch) -> (state, scalar metrics).  With `microbatches` > 1 the
-    gradient is accumulated over that many parts of the batch (`_microbatch_grads`)."""
+    gradient is accumulated over that many parts of the batch (`_microbatch_grads`); `frozen`
+    parameters (the state's, `StateFactory.frozen`) are not updated and have no EMA."""
+    optimizer = frozen.optimizer(optimizer)
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict[str, jax.Array]]:
         rng = jax.random.fold_in(state.rng, state.step)
@@ -99,7 +101,7 @@ def make_train_step(model: BaseModel, optimizer: optax.GradientTransformation,
             # short run's EMA is not mostly its initialisation.
             step = state.step.astype(jnp.float32)
             decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
-            ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+            ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, frozen.trainable(params))
         out = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads),
                "param_norm": optax.tree.norm(params)}
         if lr_schedule is not None:
@@ -110,13 +112,9 @@ def make_train_step(model: BaseModel, optimizer: optax.GradientTransformation,
     return train_step
 
 
-def train_program(model: BaseModel, optimizer: optax.GradientTransformation, state: StateFactory,
-                  partitioner: Partitioner, batch_size: int, ema_decay: float | None = None,
-                  lr_schedule: optax.Schedule | None = None, microbatches: int = 1) -> Program:
-    """The step for `state` (from `abstract_state`) and a global batch of `batch_size`, jitted with
-    its shardings (the state donated), with its abstract arguments: ready to compile ahead of time.
-    Raises `ConfigError` for `microbatches` that do not divide the per-device batch, or a model
-    whose loss is not a mean over examples (MuLan's contrastive loss: its negatives are the batch)."""
+def check_microbatches(model: BaseModel, partitioner: Partitioner, batch_size: int, microbatches: int) -> None:
+    """ConfigError for `microbatches` that do not divide the per-device batch, or a model whose
+    loss is not a mean over examples (MuLan's contrastive loss: its negatives are the batch)."""
     if microbatches < 1 or (microbatches > 1 and (batch_size // partitioner.num_batch_shards) % microbatches):
         raise ConfigError(f"train.microbatches={microbatches} does not divide the per-device batch "
                           f"{batch_size // partitioner.num_batch_shards} (BATCH_SIZE={batch_size} over "
@@ -124,19 +122,28 @@ def train_program(model: BaseModel, optimizer: optax.GradientTransformation, sta
     if microbatches > 1 and not model.loss_is_example_mean:
         raise ConfigError(f"train.microbatches={microbatches}: {type(model).__name__}'s loss is not a mean over "
                           "examples (its batch is part of the loss), so microbatches would change it")
+
+
+def train_program(model: BaseModel, optimizer: optax.GradientTransformation, state: StateFactory,
+                  partitioner: Partitioner, batch_size: int, ema_decay: float | None = None,
+                  lr_schedule: optax.Schedule | None = None, microbatches: int = 1) -> Program:
+    """The step for `state` (from `abstract_state`) and a global batch of `batch_size`, jitted with
+    its shardings (the state donated), with its abstract arguments: ready to compile ahead of time.
+    Raises `ConfigError` for `microbatches` that do not fit (`check_microbatches`)."""
+    check_microbatches(model, partitioner, batch_size, microbatches)
     batch_abstract = {
         k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=partitioner.batch_sharding(len(s.shape)))
         for k, s in model.batch_spec(batch_size).items()
     }
     step_fn = jax.jit(
-        make_train_step(model, optimizer, ema_decay, lr_schedule, microbatches, partitioner),
+        make_train_step(model, optimizer, ema_decay, lr_schedule, microbatches, partitioner, state.frozen),
         in_shardings=(state.shardings, {k: v.sharding for k, v in batch_abstract.items()}),
         out_shardings=(state.shardings, partitioner.replicated),
         donate_argnums=(0,),
     )
     return Program("train", step_fn, (state.abstract, batch_abstract), partitioner, batch_size,
                    count_fn=make_train_step(model.without_remat(), optimizer, ema_decay, lr_schedule,
-                                            microbatches, partitioner))
+                                            microbatches, partitioner, state.frozen))
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -167,6 +174,7 @@ def train(
     hooks: Sequence[MediaHook] = (),
     cpu_peak_flops: float = topology.CPU_PEAK_FLOPS,
     microbatches: int = 1,
+    frozen: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Trains `model` for `train_steps` steps of global batch `batch_size`.
 
@@ -178,31 +186,34 @@ def train(
     matmul ceiling, shared by its devices).
     `microbatches` > 1 accumulates the gradient over that many parts of the global batch (the
     activations of one part in memory at a time; the same update up to float rounding, for a
-    loss that is a mean over examples).
+    loss that is a mean over examples).  `frozen`: regexes on parameter paths (`trainer.frozen`)
+    whose parameters get no optimizer state, no EMA copy and no update.
     Returns a summary (final step, last loss, timings, where things are).
     """
     # == 1. set-up ==========================================================
+    # Every setting is checked before anything is written: a bad one leaves the run dir as it was.
     if not model_dir:
         raise ConfigError("train.model_dir is not set: pass --model_dir=DIR (a local path or gs://...).")
-    if "://" not in model_dir:
-        model_dir = os.path.abspath(model_dir)  # Orbax wants absolute paths.
+    run_dir = paths.resolve(model_dir)        # local (made absolute, for Orbax) or gs://
+    model_dir = str(run_dir)
     partitioner = partitioner or Partitioner()
     checkpoint = checkpoint or CheckpointConfig()
     primary = multihost.is_primary()
-    if primary:
-        os.makedirs(model_dir, exist_ok=True)
-        with open(os.path.join(model_dir, "config.gin"), "w", encoding="utf-8") as f:
-            f.write(gin.config_str())
     log.info("model_dir %s; %s; global batch %d", model_dir, partitioner.describe(), batch_size)
     layout = partitioner.data_layout(batch_size)
-    train_iter = train_data.make_iterator(layout, seed=random_seed)
+    check_microbatches(model, partitioner, batch_size, microbatches)
     factory = abstract_state(model, partitioner, batch_size=batch_size, optimizer=optimizer,
-                             ema=ema_decay is not None)
-    log.info("parameters: %s", f"{param_count(factory.abstract.params):,}")
+                             ema=ema_decay is not None, frozen=Frozen(frozen))
+    n_frozen = param_count(factory.frozen.split(factory.abstract.params)[1]) if factory.frozen else 0
+    log.info("parameters: %s%s", f"{param_count(factory.abstract.params):,}",
+             f" ({n_frozen:,} frozen: {', '.join(frozen)})" if n_frozen else "")
+    if primary:
+        paths.check_writable(run_dir, "train.model_dir (--model_dir)")
+    train_iter = train_data.make_iterator(layout, seed=random_seed)
 
     # == 2. restore ==========================================================
     ckpt = Checkpointer(model_dir, checkpoint)
-    jsonl = os.path.join(model_dir, "metrics.jsonl")
+    jsonl = run_dir / "metrics.jsonl"
     restored = ckpt.restore_latest(factory.abstract, train_iter)
     if restored is not None:
         start_step, state = restored
@@ -213,7 +224,8 @@ def train(
         start_step, state = 0, factory.init(random_seed)
         params = model.load_pretrained(state.params, factory.shardings.params)
         if params is not state.params:
-            ema = jax.tree.map(lambda x: x.copy(), params) if state.ema_params is not None else None
+            ema = jax.tree.map(lambda x: x.copy(), factory.frozen.trainable(params)) \
+                if state.ema_params is not None else None
             state = state.replace(params=params, ema_params=ema)  # A copy: both are donated.
         if checkpoint.init_from:
             src = ckpt.restore_params_from(checkpoint.init_from, factory.abstract)
@@ -221,6 +233,8 @@ def train(
             log.info("initialised params from %s", checkpoint.init_from)
         if primary:
             metrics_lib.truncate_jsonl(jsonl, 0)
+    if primary:   # after the restore: a config that does not fit the run's checkpoints overwrites nothing
+        (run_dir / "config.gin").write_text(gin.config_str())
 
     # == 3. compile ==========================================================
     program = train_program(model, optimizer, factory, partitioner, batch_size, ema_decay, lr_schedule,
@@ -269,7 +283,7 @@ def train(
 
     def evaluate(step: int) -> None:
         it = eval_data.make_iterator(layout, seed=random_seed)
-        params = state.ema_params if state.ema_params is not None else state.params
+        params = state.inference_params()
         sums: dict[str, float] = {}
         with partitioner.activate():
             for _ in range(eval_steps):
@@ -281,7 +295,7 @@ def train(
 
     def media(step: int, batch, hook: MediaHook) -> None:
         t = time.perf_counter()
-        params = state.ema_params if state.ema_params is not None else state.params
+        params = state.inference_params()
         names = write_media(writer, step, hook(model, params, batch, partitioner))
         if names:
             log.info("media at step %d (%s) in %.1fs", step, ", ".join(names), time.perf_counter() - t)
@@ -335,5 +349,5 @@ def train(
         "num_params": param_count(factory.abstract.params),
         "model_dir": model_dir,
         "checkpoint_dir": str(ckpt.directory),
-        "metrics_file": jsonl,
+        "metrics_file": str(jsonl),
     }

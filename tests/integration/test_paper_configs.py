@@ -32,7 +32,8 @@ def _compile(config: str, ema_decay=None, compile: bool = True):
     flags.parse_and_apply([f"--gin_file={config}", "--gin_file=mesh/fsdp_tensor.gin",
                            "--gin.Partitioner.mesh_shape=(1, 4, 2)", "--model_dir=/tmp/unused"], "")
     model, partitioner, opt, batch = flags.bound("train.model"), Partitioner(), adam(1e-4), 8
-    state = abstract_state(model, partitioner, batch_size=batch, optimizer=opt, ema=ema_decay is not None)
+    state = abstract_state(model, partitioner, batch_size=batch, optimizer=opt, ema=ema_decay is not None,
+                           frozen=flags.bound("train.frozen", ()))
     program = train_program(model, opt, state, partitioner, batch, ema_decay=ema_decay)
     if compile:
         compiled, _ = program.compile()
@@ -67,8 +68,10 @@ def test_noise2music_paper_size_by_shape_and_aot_compile(config):
     assert (model.stage, model.length, model.padded) == (stage, length, padded)
     unet = param_count(state.abstract.params["unet"]) / 1e6
     assert millions[0] < unet < millions[1], unet
-    if model.has_text:   # the frozen T5 v1.1 XL encoder
+    if model.has_text:   # the frozen T5 v1.1 XL encoder: no Adam moments, no EMA copy
         assert 1220 < param_count(state.abstract.params["text_encoder"]) / 1e6 < 1230
+        assert "text_encoder" not in state.abstract.ema_params
+    assert param_count(state.abstract.opt_state) < 2 * unet * 1e6 + 1000
     # FSDP x tensor really shards the widest convolutions: [kernel, C_in (fsdp), C_out (tensor)].
     last = len(flags.bound("UNet1D.strides")) - 1
     conv = state.shardings.params["unet"][f"down{last}_block0"]["conv1"]["kernel"]

@@ -57,11 +57,13 @@ def test_old_layout_configs_build_their_models():
     assert "import layers.audio_frontend as mulan2" in text and "@AudioTextFeatureConverter" in text
     assert "corpus_dir.path =" not in text and "text_mixture.weights =" not in text
     assert "module mulan.frontend -> layers.audio_frontend" in notes
-    model, rules, ema = restore.model_from_config(os.path.join(GOLDEN, "mulan_tiny_config.gin"), MulanModel)
+    model, rules, ema, _ = restore.model_from_config(os.path.join(GOLDEN, "mulan_tiny_config.gin"), MulanModel)
     assert isinstance(model, MulanModel) and model.audio_samples == 160000 and model.text_length == 32
     assert rules and not ema
-    model, _, ema = restore.model_from_config(os.path.join(GOLDEN, "n2m_generator_config.gin"), Noise2MusicModel)
+    model, _, ema, frozen = restore.model_from_config(os.path.join(GOLDEN, "n2m_generator_config.gin"),
+                                                       Noise2MusicModel)
     assert model.stage == "generator" and model.parameterization == "v" and model.length == 32000 and ema
+    assert not frozen                          # written before train.frozen: its EMA has every parameter
     assert model.net.text.vocab_size == 30522 and model.vocabulary is None   # the tasks' WordPiece then
     unchanged, none = restore.upgrade_config(open(os.path.join(GOLDEN, "mulan_tiny_config.gin")).read())
     again, notes = restore.upgrade_config(unchanged)

@@ -31,3 +31,18 @@ def test_summary_reports_dims_the_mesh_does_not_divide():
     out = summarize(ToyModel(embed_dim=96, num_heads=4, mlp_dim=192), FSDP_TENSOR_RULES, (1, 64, 4), 8)
     assert "block_0/mlp_in/kernel: dim 96 over fsdp (64)" in out["not_divisible"]
     assert not any("mlp_in/bias" in m for m in out["not_divisible"])  # 192 % 4 == 0
+
+
+def test_summary_counts_the_train_state_bytes_without_the_frozen_moments_and_ema():
+    from trainer import optimizers
+    from trainer.partitioning import FSDP_TENSOR_RULES
+    from trainer.summary import summarize
+    from trainer.toy import ToyModel
+
+    head = 32 * 4 + 4   # ToyModel's head: kernel [embed 32, classes 4] + bias
+    out = summarize(ToyModel(), FSDP_TENSOR_RULES, (1, 1, 1), 8, optimizers.adam(1e-3), ema=True, frozen=["^head/"])
+    sb, n = out["state_bytes"], out["total_params"]
+    assert out["frozen_params"] == head
+    assert sb["params"] == 4 * n and sb["ema"] == 4 * (n - head)
+    assert sb["optimizer"] == 2 * 4 * (n - head) + 4       # mu, nu and Adam's int32 step count
+    assert sb["total"] == sb["params"] + sb["optimizer"] + sb["ema"]
