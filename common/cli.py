@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sys
 from typing import Iterator
 
@@ -43,7 +44,9 @@ def exit_on(*errors: type[BaseException], code: int = 2) -> Iterator[None]:
     try:
         yield
     except errors as e:  # noqa: PERF203
-        fail(str(e), code)
+        # gin appends "  In call to configurable 'train' (...)" lines to an error raised inside a
+        # configurable; the message already names the binding.
+        fail(re.sub(r"\n\s*In call to configurable .*", "", str(e)), code)
 
 
 def print_json(result: dict) -> dict:

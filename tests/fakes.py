@@ -70,10 +70,12 @@ def fake_run(root, config_gin: str, params, step: int = 1, ema_params=None) -> s
     from trainer.partitioning import DataLayout
     from trainer.train_state import TrainState
 
-    root = str(root)
-    os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, "config.gin"), "w") as f:
-        f.write(config_gin)
+    from common import paths
+
+    run_dir = paths.resolve(root)    # local or gs://
+    root = str(run_dir)
+    paths.makedirs(run_dir)
+    (run_dir / "config.gin").write_text(config_gin)
     state = TrainState(step=jnp.asarray(step, jnp.int32), params=jax.tree.map(jnp.asarray, params), opt_state=None,
                        rng=jax.random.PRNGKey(0),
                        ema_params=None if ema_params is None else jax.tree.map(jnp.asarray, ema_params))

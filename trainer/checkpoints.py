@@ -26,11 +26,13 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import future as ocp_future
 
+from common import paths
 from trainer.input_pipeline import DataIterator
 
 log = logging.getLogger(__name__)
 
 _TMP_MARKER = ".orbax-checkpoint-tmp"
+_COMMIT_FILE = "commit_success.txt"    # what marks a finished save where there is no atomic rename
 
 
 # -- per-process input-pipeline state -----------------------------------------
@@ -170,19 +172,28 @@ class Checkpointer:
             create=not read_only,
             read_only=read_only,
         )
-        self._warn_incomplete()
+        self._set_aside_incomplete(read_only)
         self.manager = ocp.CheckpointManager(
             self.directory,
             item_handlers={"state": ocp.StandardCheckpointHandler(), "data": DataIteratorHandler()},
             options=options,
         )
 
-    def _warn_incomplete(self) -> None:
+    def _set_aside_incomplete(self, read_only: bool) -> None:
+        """Interrupted saves: Orbax ignores them; locally they are `<step>.orbax-checkpoint-tmp-*`
+        folders (left for a look), in a bucket (no renames there) `<step>/` without Orbax's
+        `commit_success.txt`, removed here before a run saves that step again into them."""
         if not self.directory.exists():
             return
+        remote = paths.is_remote(self.directory)
         for p in sorted(self.directory.iterdir()):
             if _TMP_MARKER in p.name:
                 log.warning("Ignoring incomplete checkpoint %s (a save was interrupted).", p)
+            elif remote and p.name.isdigit() and not (p / _COMMIT_FILE).exists():
+                log.warning("Incomplete checkpoint %s (a save was interrupted)%s.", p,
+                            "" if read_only else "; removing it")
+                if not read_only and jax.process_index() == 0:
+                    p.rmtree()
 
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
