@@ -46,7 +46,7 @@ def exit_on(*errors: type[BaseException], code: int = 2) -> Iterator[None]:
     except errors as e:  # noqa: PERF203
         # gin appends "  In call to configurable 'train' (...)" lines to an error raised inside a
         # configurable; the message already names the binding.
-        fail(re.sub(r"\n\s*In call to configurable .*", "", str(e)), code)
+        fail(re.sub(r"\n\s*In call to configurable '[^']*' \(<[^>]*>\)", "", str(e)), code)
 
 
 def print_json(result: dict) -> dict:

@@ -27,7 +27,7 @@ def pytest_configure(config):
 # The longest tests start first, so that with `-n 2 --dist worksteal` the short ones fill the gaps at
 # the end instead of one worker finishing a long compile alone (longest-processing-time-first).
 LONGEST_FIRST = ("test_paper_configs.py", "test_n2m_train.py", "test_resume.py", "test_mulan_train.py",
-                 "test_n2m_sample.py", "test_n2m_evaluate.py", "test_multiprocess.py")
+                 "test_n2m_sample.py", "test_gcs.py", "test_n2m_evaluate.py", "test_multiprocess.py")
 
 
 def pytest_collection_modifyitems(config, items):

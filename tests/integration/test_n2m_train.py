@@ -40,13 +40,12 @@ def test_tiny_generator_trains_through_the_binary(tiny_corpus, tmp_path):
     assert {"sample", "reference", "sample_mel", "reference_mel", "prompts"} <= tags, tags
 
 
-# config -> (stage, length of x, records rate).  One stage per kind of input: text -> audio,
-# 24 kHz records with low-fi audio, text -> log-mel.  (The cascader and the vocoder read what these
-# read; tests/unit/test_n2m_model.py checks their loss sharded against one device.)
+# config -> (stage, length of x, records rate): text -> audio with the frozen T5, and 24 kHz
+# records with low-fi audio.  (tests/unit/test_n2m_model.py checks the other stages' losses
+# sharded against one device.)
 TINY = {
     "tiny_generator": ("generator", 32000, 16000),
     "tiny_super_resolution": ("super_resolution", 76800, 24000),
-    "tiny_spectrogram_generator": ("spectrogram_generator", 1000, 16000),
 }
 
 

@@ -30,9 +30,9 @@ STAGES = {  # stage -> (model kwargs, clip samples at source rate)
 }
 
 
-# Sharded over 8 devices here; the other three stages' sharded steps are compared with one device's
+# Sharded over 8 devices here; the other two stages' sharded steps are compared with one device's
 # in tests/integration/test_n2m_train.py.
-SHARDED = ("cascader", "vocoder")
+SHARDED = ("cascader", "spectrogram_generator", "vocoder")
 
 
 def _batch(n, samples, rate=16000, seed=0):
