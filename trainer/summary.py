@@ -23,13 +23,14 @@ from collections.abc import Sequence
 import jax
 
 from common import cli
+from trainer import aot
 from trainer import flags as flags_lib
 from trainer.partitioning import FSDP_TENSOR_RULES, MESH_AXES, logical_to_mesh_axes, resolve_mesh_shape
 from trainer.train_state import abstract_state, param_count, param_path
 
 
 def _bytes(tree) -> int:
-    return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)))
+    return sum(aot.shard_bytes(x) for x in jax.tree.leaves(tree))   # unsharded here: whole arrays
 
 
 def summarize(model, rules, mesh_shape: tuple[int, ...], batch_size: int, optimizer=None, ema: bool = False,
