@@ -26,9 +26,11 @@ def check(policy: str, setting: str) -> None:
         raise ValueError(f"{setting}={policy!r}: one of {tuple(POLICIES)}")
 
 
-def remat(module_cls: type[nn.Module], policy: str, static_argnums: tuple[int, ...] = ()) -> type[nn.Module]:
-    """`module_cls`, rematerialised under `policy` (the class itself for 'none')."""
+def remat(module_cls: type[nn.Module], policy: str, static_argnums: tuple[int, ...] = (),
+          prevent_cse: bool = True) -> type[nn.Module]:
+    """`module_cls`, rematerialised under `policy` (the class itself for 'none').  `prevent_cse=False`
+    inside `nn.scan` (layers/scan.py), where the loop already keeps XLA from merging the recompute."""
     check(policy, "remat")
     if policy == "none":
         return module_cls
-    return nn.remat(module_cls, policy=POLICIES[policy], prevent_cse=True, static_argnums=static_argnums)
+    return nn.remat(module_cls, policy=POLICIES[policy], prevent_cse=prevent_cse, static_argnums=static_argnums)

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from layers import remat as remat_lib
+from layers import scan
 from layers.transformer import INIT, TransformerBlock, dense, layer_norm
 
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -148,6 +149,7 @@ class ASTTower(nn.Module):
     embed_dim: int = 128
     dtype: jnp.dtype = jnp.float32
     remat: str = "none"          # the transformer layers: 'none', 'full' or 'dots' (layers/remat.py)
+    scan_layers: bool = False    # one scanned `layers` module instead of `layer_{i}` (layers/scan.py)
 
     def grid(self, frames: int, mels: int) -> tuple[int, int]:
         return ((frames - self.patch[0]) // self.stride[0] + 1, (mels - self.patch[1]) // self.stride[1] + 1)
@@ -172,11 +174,10 @@ class ASTTower(nn.Module):
         cls_tok = jnp.broadcast_to((cls + pos[0]).astype(self.dtype), (b, 1, self.dim))
         x = jnp.concatenate([cls_tok, x], axis=1)
         x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
-        block = remat_lib.remat(TransformerBlock, self.remat, static_argnums=(-1,))   # `deterministic`
-        for i in range(self.depth):
-            x = block(self.num_heads, self.dim // self.num_heads, self.mlp_ratio * self.dim,
-                                 pre_norm=True, dropout_rate=self.dropout_rate, layer_norm_eps=1e-6,
-                                 dtype=self.dtype, name=f"layer_{i}")(x, None, not train)
+        x = scan.stack(TransformerBlock, self.depth, x, None, not train, scan_layers=self.scan_layers,
+                       remat=self.remat, num_heads=self.num_heads, head_dim=self.dim // self.num_heads,
+                       mlp_dim=self.mlp_ratio * self.dim, pre_norm=True, dropout_rate=self.dropout_rate,
+                       layer_norm_eps=1e-6, dtype=self.dtype)
         x = layer_norm("ln_out", 1e-6)(x.astype(jnp.float32))
         return dense(self.embed_dim, ("embed", "latent"), "projection")(x[:, 0])
 
@@ -185,14 +186,14 @@ class ASTTower(nn.Module):
 def ast_tower(dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: int = 4,
               patch: tuple[int, int] = (16, 16), stride: tuple[int, int] = (10, 10),
               patch_dropout: float = 0.0, dropout_rate: float = 0.0, embed_dim: int = 128,
-              remat: str = "none") -> ASTTower:
+              remat: str = "none", scan_layers: bool = False) -> ASTTower:
     """The AST audio tower (defaults: AST-Base, 768-d, stride 10).  Gin: `MulanModel.audio_tower = @ast_tower()`;
     its compute dtype is the model's (`MulanModel.dtype`, layers/precision.py)."""
     if not 0.0 <= patch_dropout < 1.0:
         raise ValueError(f"ast_tower.patch_dropout={patch_dropout} must be in [0, 1).")
     remat_lib.check(remat, "ast_tower.remat")
     return ASTTower(dim, depth, num_heads, mlp_ratio, tuple(patch), tuple(stride), patch_dropout,
-                    dropout_rate, embed_dim, remat=remat)
+                    dropout_rate, embed_dim, remat=remat, scan_layers=scan_layers)
 
 
 @gin.configurable

@@ -212,10 +212,11 @@ class MulanModel(BaseModel):
             params["text_tower"] = tower
             log.info("text encoder initialised from %s", self.text_checkpoint)
         if self.audio_checkpoint:
-            loaded = pretrained.load_tree(self.audio_checkpoint)
+            what = f"MulanModel.audio_checkpoint={self.audio_checkpoint!r}"
             tower = dict(params["audio_tower"])
-            for k, v in pretrained.place(loaded, {k: tower[k] for k in loaded}, {k: shardings["audio_tower"][k] for k in loaded},
-                                      what=f"MulanModel.audio_checkpoint={self.audio_checkpoint!r}").items():
+            loaded = pretrained.match_layout(pretrained.load_tree(self.audio_checkpoint), tower, what)
+            for k, v in pretrained.place(loaded, {k: tower[k] for k in loaded},
+                                         {k: shardings["audio_tower"][k] for k in loaded}, what=what).items():
                 tower[k] = v
             params["audio_tower"] = tower
             log.info("audio tower initialised from %s (%d of its modules)", self.audio_checkpoint, len(loaded))

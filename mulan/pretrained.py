@@ -239,14 +239,30 @@ def load_tree(path: str) -> dict:
     return unflatten(read_tensors(path))
 
 
+def match_layout(loaded: dict, template: Any, what: str, path: str = "") -> dict:
+    """`loaded`'s transformer layers in the model's layout: per-layer `layer_{i}` stacked into a
+    scanned tower's `layers`, or unstacked for an unrolled one (layers/scan.py)."""
+    from layers import scan
+
+    n_model, n_ckpt = scan.num_stacked(template), scan.num_stacked(loaded)
+    if (scan.SCANNED in template) == (scan.SCANNED in loaded) or not n_ckpt:
+        return loaded
+    if n_model != n_ckpt:
+        raise CheckpointMismatchError(f"{what}: {path or '/'} has {n_model} transformer layers in the model but "
+                                      f"{n_ckpt} in the checkpoint (another config? check num_layers / depth).")
+    return scan.stack_params(loaded) if scan.SCANNED in template else scan.unstack(loaded)
+
+
 def place(loaded: dict, template: Any, shardings: Any, what: str, path: str = "") -> Any:
     """`loaded` (numpy tree) checked against `template` (the model's arrays) and put on device
-    with `shardings`.  Raises `CheckpointMismatchError` naming the first parameter that differs."""
+    with `shardings`; per-layer checkpoints load into scanned towers too.  Raises
+    `CheckpointMismatchError` naming the first parameter that differs."""
     import jax
 
     if isinstance(template, dict) or hasattr(template, "keys"):
         if not isinstance(loaded, dict):
             raise CheckpointMismatchError(f"{what}: {path or '/'} is a tensor in the checkpoint, a module in the model.")
+        loaded = match_layout(loaded, template, what, path)
         missing = sorted(set(template) - set(loaded))
         extra = sorted(set(loaded) - set(template))
         if missing or extra:

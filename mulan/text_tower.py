@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from layers import remat as remat_lib
+from layers import scan
 from layers.transformer import INIT, TransformerBlock, dense, layer_norm
 
 
@@ -32,6 +33,7 @@ class BertEncoder(nn.Module):
     layer_norm_eps: float = 1e-12
     dtype: jnp.dtype = jnp.float32
     remat: str = "none"          # the transformer layers: 'none', 'full' or 'dots' (layers/remat.py)
+    scan_layers: bool = False    # one scanned `layers` module instead of `layer_{i}` (layers/scan.py)
 
     @nn.compact
     def __call__(self, tokens: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -49,11 +51,10 @@ class BertEncoder(nn.Module):
         x = layer_norm("ln_embed", self.layer_norm_eps)(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic).astype(self.dtype)
         x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
-        block = remat_lib.remat(TransformerBlock, self.remat, static_argnums=(-1,))   # `deterministic`
-        for i in range(self.num_layers):
-            x = block(self.num_heads, self.hidden // self.num_heads, self.mlp_dim, pre_norm=False,
-                                 dropout_rate=self.dropout_rate, layer_norm_eps=self.layer_norm_eps,
-                                 dtype=self.dtype, name=f"layer_{i}")(x, mask, deterministic)
+        x = scan.stack(TransformerBlock, self.num_layers, x, mask, deterministic, scan_layers=self.scan_layers,
+                       remat=self.remat, num_heads=self.num_heads, head_dim=self.hidden // self.num_heads,
+                       mlp_dim=self.mlp_dim, pre_norm=False, dropout_rate=self.dropout_rate,
+                       layer_norm_eps=self.layer_norm_eps, dtype=self.dtype)
         return x.astype(jnp.float32)
 
 
@@ -80,12 +81,13 @@ class TextTower(nn.Module):
 @gin.configurable
 def bert_tower(vocab_size: int = 30522, hidden: int = 768, num_layers: int = 12, num_heads: int = 12,
                mlp_dim: int = 3072, max_positions: int = 512, dropout_rate: float = 0.0,
-               embed_dim: int = 128, pooling: str = "cls", remat: str = "none") -> TextTower:
+               embed_dim: int = 128, pooling: str = "cls", remat: str = "none",
+               scan_layers: bool = False) -> TextTower:
     """The text tower (defaults: BERT-base, the paper's).  Gin: `MulanModel.text_tower = @bert_tower()`;
     its compute dtype is the model's (`MulanModel.dtype`, layers/precision.py)."""
     remat_lib.check(remat, "bert_tower.remat")
     enc = BertEncoder(vocab_size, hidden, num_layers, num_heads, mlp_dim, max_positions,
-                      dropout_rate=dropout_rate, remat=remat)
+                      dropout_rate=dropout_rate, remat=remat, scan_layers=scan_layers)
     return TextTower(enc, embed_dim, pooling)
 
 

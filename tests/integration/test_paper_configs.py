@@ -55,6 +55,10 @@ def test_mulan_paper_size_by_shape_and_aot_compile(config):
     assert 108 < param_count(state.abstract.params["text_tower"]) / 1e6 < 111
     # FSDP really shards the BERT embedding table over the 4-way fsdp axis.
     assert state.shardings.params["text_tower"]["encoder"]["word_embeddings"].spec == PartitionSpec("tensor", "fsdp")
+    # The transformer layers are scanned (SCAN_LAYERS): one stacked tree, its 'layers' axis unsharded.
+    assert state.shardings.params["text_tower"]["encoder"]["layers"]["mlp_in"]["kernel"].spec == PartitionSpec(
+        None, "fsdp", "tensor")
+    assert state.abstract.params["text_tower"]["encoder"]["layers"]["mlp_in"]["kernel"].shape == (12, 768, 3072)
 
 
 @pytest.mark.timeout(900)

@@ -129,3 +129,24 @@ def test_train_logs_mfu_from_the_analytic_flops(tmp_path, caplog):
     assert 0 < out["mfu"] < 1
     gin.clear_config()
     assert "| MFU " in caplog.text
+
+
+def test_loop_bodies_xla_counts_once_are_scaled_to_the_analytic_count():
+    """XLA's cost analysis counts a while loop's body once (a scanned stack of layers runs it
+    `length` times): `aot.analyse` scales XLA's FLOPs, bytes and step time to the analytic count."""
+    from trainer import aot
+    from trainer.partitioning import Partitioner
+
+    partitioner = Partitioner(mesh_shape=(1, -1, 1))
+    w = jax.ShapeDtypeStruct((256, 256), jnp.float32, sharding=partitioner.replicated)
+    x = jax.ShapeDtypeStruct((64, 256), jnp.float32, sharding=partitioner.batch_sharding(2))
+
+    def run(length):
+        step = lambda w, x: jax.lax.scan(lambda c, _: (jnp.tanh(c @ w), None), x, None, length=length)[0]
+        return aot.analyse(aot.Program("scan", jax.jit(step), (w, x), partitioner, 64), topology.CHIPS["v5p"])
+    once, looped = run(1), run(8)
+    assert once["xla_loop_scale"] == 1.0
+    assert 7 < looped["xla_loop_scale"] < 9, looped
+    assert looped["flops_xla_per_device"] == pytest.approx(once["flops_xla_per_device"], rel=0.1)
+    assert looped["estimated_step_seconds"] == pytest.approx(8 * once["estimated_step_seconds"], rel=0.2)
+    assert 0 < looped["projected_mfu"] <= 1

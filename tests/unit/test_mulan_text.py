@@ -83,6 +83,28 @@ def test_minilm_loads_and_matches_numpy_reference(minilm):
     assert tower.apply({"params": params}, ids, mask).shape == (len(SENTENCES), 128)
 
 
+def test_minilm_loads_into_a_scanned_tower(minilm):
+    """The per-layer checkpoint stacked into `layers` (layers/scan.py): the same hidden states as
+    the unrolled tower, and a checkpoint with another depth named by its layer counts."""
+    path, ids, mask = minilm
+    loaded = pretrained.bert_params_from_hf(path)
+    hidden = {}
+    for scan_layers in (False, True):
+        tower = bert_tower(hidden=384, num_layers=6, num_heads=12, mlp_dim=1536, scan_layers=scan_layers)
+        params = nn.meta.unbox(jax.eval_shape(lambda: tower.init(jax.random.PRNGKey(0), ids, mask)))["params"]
+        sh = jax.tree.map(lambda x: jax.sharding.SingleDeviceSharding(jax.devices()[0]), params)
+        enc = pretrained.place(loaded, params["encoder"], sh["encoder"], what="text_checkpoint")
+        assert ("layers" in enc) == scan_layers
+        hidden[scan_layers] = np.asarray(jax.jit(tower.encoder.apply)({"params": enc}, ids, mask))
+    m = mask.astype(bool)
+    np.testing.assert_allclose(hidden[True][m], hidden[False][m], atol=2e-5, rtol=0)
+    shallow = bert_tower(hidden=384, num_layers=4, num_heads=12, mlp_dim=1536, scan_layers=True)
+    params = nn.meta.unbox(jax.eval_shape(lambda: shallow.init(jax.random.PRNGKey(0), ids, mask)))["params"]
+    sh = jax.tree.map(lambda x: jax.sharding.SingleDeviceSharding(jax.devices()[0]), params)
+    with pytest.raises(pretrained.CheckpointMismatchError, match="4 transformer layers in the model but 6"):
+        pretrained.place(loaded, params["encoder"], sh["encoder"], what="text_checkpoint")
+
+
 def test_checkpoint_from_another_config_names_the_parameter(minilm):
     path, ids, mask = minilm
     loaded = pretrained.bert_params_from_hf(path)
