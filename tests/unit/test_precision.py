@@ -82,3 +82,27 @@ def test_unknown_dtype_names_the_binding():
         _mulan(dtype="float16")
     with pytest.raises(ValueError, match=r"Noise2MusicModel.param_dtype='half'"):
         _n2m(param_dtype="half")
+
+
+@pytest.mark.parametrize("config", ["mulan/tiny_cpu.gin", "mulan/peer_ast.gin", "noise2music/tiny_generator.gin",
+                                    "noise2music/tiny_cascader.gin", "noise2music/tiny_spectrogram_generator.gin",
+                                    "noise2music/tiny_vocoder.gin", "noise2music/tiny_super_resolution.gin",
+                                    "noise2music/peer_unet.gin"])
+def test_cpu_configs_keep_the_cpu_defaults_over_the_paper_configs_they_include(config):
+    """The tiny and peer configs are overlays on the paper ones: they must not inherit the TPU settings
+    (bfloat16 compute, scanned and rematerialised layers)."""
+    import gin
+
+    from trainer import flags
+
+    flags.parse_and_apply([f"--gin_file={config}", "--model_dir=/tmp/unused"], "")
+    try:
+        assert gin.query_parameter("%COMPUTE_DTYPE") == "float32"
+        assert gin.query_parameter("%SCAN_LAYERS") is False
+        for binding in ("ast_tower.remat", "bert_tower.remat", "UNet1D.remat"):
+            try:
+                assert gin.query_parameter(binding) == "none", binding
+            except ValueError:   # not bound: the factory's default, 'none'
+                pass
+    finally:
+        gin.clear_config()
