@@ -27,11 +27,20 @@ def unrolled_params():
     return fakes.random_params(boxed["params"], seed=3)
 
 
-@pytest.mark.parametrize("remat", ["none", "dots"])   # 'full' against 'none', scanned: test_remat.py
-def test_scanned_layers_compute_what_unrolled_layers_compute(unrolled_params, remat):
-    loss = {s: jax.jit(jax.value_and_grad(lambda p, m=_ast(s, remat): jnp.mean(m.apply({"params": p}, FEATS) ** 2)))
-            for s in (False, True)}
-    (l0, g0), (l1, g1) = loss[False](unrolled_params), loss[True](scan.stack_params(unrolled_params))
+def _loss_and_grads(params, scan_layers, remat="none"):
+    m = _ast(scan_layers, remat)
+    return jax.jit(jax.value_and_grad(lambda p: jnp.mean(m.apply({"params": p}, FEATS) ** 2)))(params)
+
+
+@pytest.fixture(scope="module")
+def unrolled(unrolled_params):
+    """The unrolled stack's loss and gradients (the same under every policy: test_remat.py)."""
+    return _loss_and_grads(unrolled_params, False)
+
+
+@pytest.mark.parametrize("remat", ["none", "full", "dots"])
+def test_scanned_layers_compute_what_unrolled_layers_compute(unrolled_params, unrolled, remat):
+    (l0, g0), (l1, g1) = unrolled, _loss_and_grads(scan.stack_params(unrolled_params), True, remat)
     np.testing.assert_allclose(l1, l0, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), scan.unstack(g1), g0)
 
