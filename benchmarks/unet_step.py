@@ -50,7 +50,8 @@ def main(argv=None) -> dict:
     def net(attn=True):
         return UNet1D(base=128, kernel=args.kernel, strides=(4, 4, 4, 2), multipliers=(1, 2, 4, 4),
                       blocks=(2, 2, 2, 2), self_attention=(False, False, attn, attn),
-                      cross_attention=(False, False, attn, attn), num_heads=8)
+                      cross_attention=(False, False, attn, attn), num_heads=8, head_dim=64,
+                      attention_placement="per_level")   # the peer's: one attention per level
 
     sched = diffusion.Schedule("cosine")
     b, n = args.batch_size, args.length

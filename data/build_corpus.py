@@ -8,8 +8,9 @@ Real music rendered to audio with ground-truth metadata and weak text (`data.cor
 works, MMA grooves, any MIDI folder; FluidSynth with the SoundFonts found).  Output in --out
 (default: `$N2M_CACHE_DIR` or `~/.cache/noise2music`, + `/corpus/<preset>`, where the tasks look
 when `CORPUS_DIR` is not set): `audio/`, `midi/`, `manifest.jsonl`, `records/<split>-*.tfrecord`
-(`records_24000/` etc. at the other rates), `report.json` and, last, `corpus.json`.  An
-interrupted build resumes; `--skip_if_built` does nothing when `corpus.json` is already there.
+(`records_24000/` etc. at the other rates), `spiece.model` (SentencePiece on the corpus text),
+`report.json` and, last, `corpus.json`.  An interrupted build resumes; `--skip_if_built` does
+nothing when `corpus.json` is already there (but trains a missing `spiece.model`).
 The last stdout line is JSON.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from data import paths
 
 
 def main(argv=None) -> dict:
-    from data import corpus
+    from data import corpus, vocab
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(corpus.PRESETS), default="demo")
@@ -49,6 +50,10 @@ def main(argv=None) -> dict:
     if a.skip_if_built and paths.is_built(out):
         with open(os.path.join(out, "corpus.json")) as f:
             info = json.load(f)
+        spiece = os.path.join(out, vocab.SPIECE)
+        if not os.path.exists(spiece + ".model"):   # a corpus built before the SentencePiece model was added
+            vocab.train_sentencepiece(out, spiece)
+            print(f"[build_corpus] trained its SentencePiece vocabulary {spiece}.model")
         print(f"[build_corpus] a corpus is already built in {out} ({info['clips']} clips, preset "
               f"{info['preset']}); nothing to do")
         return cli.print_json({**info, "out": out, "skipped": True})

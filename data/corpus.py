@@ -11,7 +11,8 @@ the SoundFonts found (FluidR3_GM, MuseScore_General_Lite, TimGM6mb, or `--soundf
 Output in --out: `audio/<clip>.wav` (16 kHz mono; `audio_24000/` etc. for other rates), `midi/<clip>.mid`,
 `manifest.jsonl` (one row per clip: metadata, weak texts with filter marks, ground-truth tags,
 split), `records/<split>-*.tfrecord` (what the seqio tasks read; `records_24000/` etc. at the other
-rates, for super-resolution), `report.json` (counts, hours,
+rates, for super-resolution), `spiece.model` (a SentencePiece vocabulary trained on the corpus
+text: the Noise2Music text stages' default tokens, data/vocab.py), `report.json` (counts, hours,
 timings, every skipped work with its reason) and `corpus.json` (written last: the corpus is
 complete). Deterministic for a seed; splits are by work (a hash of the work id), so a piece is
 never in both train and test, whatever the preset. An interrupted build resumes: finished clips
@@ -284,6 +285,9 @@ def build(preset: str, out: str, *, seed: int = 0, sample_rates=(16000,), midi_d
     for sr in (sample_rates if write_records else ()):   # records/ (16 kHz) and records_<rate>/ for the others
         info = records.write_corpus_records(out, ok, sample_rate=sr, progress=progress, per_shard=records_per_shard)
         rec.update(info) if sr == 16000 else rec.update({str(sr): info})
+    from data import vocab   # TensorFlow and SentencePiece: imported when a corpus is written
+
+    vocab.train_sentencepiece(out, os.path.join(out, vocab.SPIECE))
     long_total = sum(len(r["text_ok"]["long"]) for r in ok)
     long_kept = sum(sum(r["text_ok"]["long"]) for r in ok)
     report = dict(

@@ -131,19 +131,22 @@ def drop_empty_text(dataset, key: str = "text"):
     return dataset.filter(lambda ex: tf.strings.length(tf.strings.strip(ex[key])) > 0)
 
 
-def tokenize_bert(key: str = "text", out_key: str = "text_tokens"):
-    """Tokenizes `key` with the output feature's vocabulary and prepends its `[CLS]`; `[SEP]` is
-    appended after trimming by `seqio.preprocessors.append_eos_after_trim`."""
+def tokenize(key: str = "text", out_key: str = "text_tokens"):
+    """Tokenizes `key` with the output feature's vocabulary, prepending its `[CLS]` where it has one
+    (WordPiece; T5's SentencePiece has none); the EOS (`[SEP]`, or SentencePiece's 1) is appended
+    after trimming by `seqio.preprocessors.append_eos_after_trim`."""
 
     def fn(dataset, output_features):
         vocab = output_features[out_key].vocabulary
+        _ = vocab.vocab_size   # find and load the files here (a missing one is named), not in the traced map
         if hasattr(vocab, "_tf_tokenizer"):
-            vocab._tf_tokenizer()  # load files here, outside the traced map function
+            vocab._tf_tokenizer()
+        head = getattr(vocab, "cls_id", None)
 
         def tok(ex):
             ex = dict(ex)
-            ids = vocab.encode_tf(ex[key])
-            ex[out_key] = tf.concat([[tf.constant(vocab.cls_id, tf.int32)], tf.cast(ids, tf.int32)], 0)
+            ids = tf.cast(vocab.encode_tf(ex[key]), tf.int32)
+            ex[out_key] = ids if head is None else tf.concat([[tf.constant(head, tf.int32)], ids], 0)
             return ex
 
         return dataset.map(tok, num_parallel_calls=tf.data.AUTOTUNE)

@@ -25,7 +25,8 @@ Tasks (`TASKS`), on the weakly associated text or the MuLan pseudo-labels of a c
 * `mulan_eval`: the held-out works (test split): the first 10 s, every text source and the
   ground-truth tags (`tag_instrument`, `tag_genre`, ...) as string features, and the clip id.
 * `n2m_weak_text`: Noise2Music's crop with the weak text of `mulan_weak_text` (features `audio`,
-  `text_tokens`, `text`, `clip_id`).
+  `text_tokens`, `text`, `clip_id`); its configs tokenize with T5's SentencePiece (pieces... EOS,
+  `data.vocab.T5SentencePieceVocabulary`).
 * `n2m_pseudo_labels`: the clip's MuLan pseudo-labels matched inline (docs/PAPERS.md §3;
   `preprocessors.MatchPseudoLabels` with the frozen `PseudoLabelMatching` settings: exact top-K
   of the in-memory bank, K' drawn by inverse selection frequency) and one text option per clip per
@@ -80,14 +81,14 @@ def _add(name: str, source, preprocessors_: list, output_features: dict) -> str:
 
 def register_audio_text(name: str, source, crop, choose: list, keys: Sequence[str],
                         vocabulary: seqio.Vocabulary) -> str:
-    """A train task: crop, drop silence, one text per clip per step (`choose`), WordPiece tokens."""
+    """A train task: crop, drop silence, one text per clip per step (`choose`), the vocabulary's tokens."""
     return _add(name, source, [
         preprocessors.densify_dataset,
         crop,
         preprocessors.drop_silent,
         *choose,
         preprocessors.drop_empty_text,
-        preprocessors.tokenize_bert("text", "text_tokens"),
+        preprocessors.tokenize("text", "text_tokens"),
         seqio.preprocessors.append_eos_after_trim,
         preprocessors.select(list(keys)),
     ], _features(vocabulary))

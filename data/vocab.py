@@ -6,8 +6,10 @@ r"""Tokenizers as seqio vocabularies: BERT WordPiece and SentencePiece.
   lower-casing and accent stripping; a test checks the two agree. `eos_id` is `[SEP]` (so
   `seqio.preprocessors.append_eos_after_trim` appends it) and `cls_id` is exposed for the
   preprocessor that prepends `[CLS]`; `pad_id` is `[PAD]` = 0 as seqio expects.
-* `sentencepiece_vocabulary(path)`: a SentencePiece `.model` (e.g. a T5 one a user supplies), or one
-  trained on a corpus's text:  `python -m data.train_vocab --corpus=DIR --out=PREFIX --vocab_size=8000`.
+* `T5SentencePieceVocabulary(path)`: a SentencePiece `.model` (T5's `spiece.model`, which a user
+  supplies with a T5 checkpoint), or, with no path, the corpus's `spiece.model` that
+  `data.build_corpus` trains on the corpus's text (again: `python -m data.train_vocab --corpus=DIR
+  --out=DIR/spiece`).  The Noise2Music text stages tokenize with it; MuLan keeps WordPiece.
 * `batch_ids(vocab, texts, length)`: [CLS] ... [SEP] ids and masks of a batch of texts, as the
   tasks make them (MuLan's encoder and the Noise2Music sampler tokenize prompts with it).
 
@@ -147,14 +149,60 @@ class BertWordPieceVocabulary(seqio.Vocabulary):
         return hash(("bert", self.path))
 
 
-def sentencepiece_vocabulary(path: str, extra_ids: int = 0) -> seqio.SentencePieceVocabulary:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"SentencePiece model {path} does not exist")
-    return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+SPIECE = "spiece"          # a corpus's SentencePiece model: <corpus>/spiece.model (and spiece.vocab)
+
+
+@gin.configurable
+class T5SentencePieceVocabulary(seqio.SentencePieceVocabulary):
+    """T5's SentencePiece tokens (the Noise2Music text stages' `TEXT_VOCAB`): `path` is a
+    `spiece.model` (a real T5's, which its checkpoint's embedding was trained with), or None for the
+    corpus's own `<corpus_dir>/spiece.model`, which `data.build_corpus` trains on the corpus text.
+    Ids: pad 0, EOS 1, unk 2, as T5; a text is its pieces then EOS (no [CLS]).  The file is found
+    and checked on first use, so configs that never tokenize (trainer.summary, trainer.compile)
+    need none."""
+
+    def __init__(self, path: str | None = None, corpus_dir: str | None = None, extra_ids: int = 0):
+        self.path, self.corpus_dir = path, corpus_dir
+        super().__init__(None, extra_ids=extra_ids)
+
+    def resolve(self) -> str:
+        """The model file, checked: it exists and parses as a SentencePiece model."""
+        if self.path:
+            path, what = os.path.abspath(os.path.expanduser(self.path)), "T5SentencePieceVocabulary.path"
+        else:
+            from data import paths
+
+            root = paths.corpus_dir(self.corpus_dir)
+            path, what = os.path.join(root, SPIECE + ".model"), "the corpus's SentencePiece model"
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"{what} {path} does not exist (a corpus built before it was added): train it "
+                                        f"with `python -m data.train_vocab --corpus={root} --out={root}/{SPIECE}`, "
+                                        f"or set --gin.T5SentencePieceVocabulary.path to T5's spiece.model")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{what} = {path!r}: no such file (give T5's spiece.model)")
+        import sentencepiece as spm
+
+        try:
+            with open(path, "rb") as f:
+                spm.SentencePieceProcessor(model_proto=f.read())
+        except RuntimeError as e:
+            raise ValueError(f"{what} = {path!r} is not a SentencePiece model ({str(e).splitlines()[0][:80]})") from None
+        return path
+
+    @property
+    def sentencepiece_model_file(self) -> str:
+        if self._sentencepiece_model_file is None:
+            self._sentencepiece_model_file = self.resolve()
+        return self._sentencepiece_model_file
+
+    def _model_context(self):
+        _ = self.sentencepiece_model_file
+        return super()._model_context()
 
 
 def train_sentencepiece(corpus_dir: str, out_prefix: str, vocab_size: int = 8000, sources=("short", "long", "playlist", "label")) -> str:
-    """Trains a unigram SentencePiece model on a corpus manifest's texts; returns the .model path."""
+    """Trains a unigram SentencePiece model (T5's ids: pad 0, EOS 1, unk 2) on a corpus manifest's
+    texts; returns the .model path.  A small corpus gets fewer pieces than `vocab_size`."""
     import sentencepiece as spm
 
     manifest = os.path.join(corpus_dir, "manifest.jsonl")
@@ -166,17 +214,19 @@ def train_sentencepiece(corpus_dir: str, out_prefix: str, vocab_size: int = 8000
             r = json.loads(line)
             for s in sources:
                 texts += r["texts"].get(s, [])
+    if not texts:
+        raise ValueError(f"{manifest}: no texts to train a SentencePiece model on")
     os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_prefix=out_prefix, vocab_size=vocab_size, model_type="unigram",
         pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, hard_vocab_limit=False,
-        minloglevel=2)
+        num_threads=1, minloglevel=2)
     return out_prefix + ".model"
 
 
-
 def batch_ids(vocab, texts, length: int, warn=None, numbers=None):
-    """[CLS] WordPiece... [SEP] ids [N, length] and mask (int32), as the corpus tasks make them.
+    """Token ids [N, length] and mask (int32), as the corpus tasks make them: [CLS] pieces [SEP]
+    with WordPiece, pieces EOS with SentencePiece (a vocabulary without `cls_id`).
     A text longer than `length` tokens is truncated; `warn` (if given) is told once per text
     number (`numbers[i]`, default i + 1)."""
     import numpy as np
@@ -187,11 +237,13 @@ def batch_ids(vocab, texts, length: int, warn=None, numbers=None):
     for i, t in enumerate(texts):
         ids = list(vocab.encode(t))
         number = numbers[i] if numbers is not None else i + 1
-        if len(ids) > length - 2 and warn is not None and number not in warned:
+        head = [vocab.cls_id] if getattr(vocab, "cls_id", None) is not None else []
+        room = length - len(head) - 1
+        if len(ids) > room and warn is not None and number not in warned:
             warned.add(number)
-            warn(f"prompt {number} ({t[:60]!r}{'...' if len(t) > 60 else ''}) is {len(ids) + 2} tokens; truncated "
-                 f"to the model's {length}")
-        ids = [vocab.cls_id] + ids[: length - 2] + [vocab.eos_id]
+            warn(f"prompt {number} ({t[:60]!r}{'...' if len(t) > 60 else ''}) is {len(ids) + len(head) + 1} tokens; "
+                 f"truncated to the model's {length}")
+        ids = head + ids[:room] + [vocab.eos_id]
         toks[i, :len(ids)] = ids
         mask[i, :len(ids)] = 1
     return toks, mask

@@ -202,11 +202,12 @@ class MulanModel(BaseModel):
     def load_pretrained(self, params: Any, shardings: Any) -> Any:
         """Fresh-run hook: replaces the towers' parameters with the configured checkpoints."""
         from mulan import pretrained  # Numpy/safetensors only; loaded when a checkpoint is named.
+        from layers.pretrained import match_layout, place
 
         params = dict(params)
         if self.text_checkpoint:
             tower = dict(params["text_tower"])
-            tower["encoder"] = pretrained.place(
+            tower["encoder"] = place(
                 pretrained.bert_params_from_hf(self.text_checkpoint), tower["encoder"],
                 shardings["text_tower"]["encoder"], what=f"MulanModel.text_checkpoint={self.text_checkpoint!r}")
             params["text_tower"] = tower
@@ -214,8 +215,8 @@ class MulanModel(BaseModel):
         if self.audio_checkpoint:
             what = f"MulanModel.audio_checkpoint={self.audio_checkpoint!r}"
             tower = dict(params["audio_tower"])
-            loaded = pretrained.match_layout(pretrained.load_tree(self.audio_checkpoint), tower, what)
-            for k, v in pretrained.place(loaded, {k: tower[k] for k in loaded},
+            loaded = match_layout(pretrained.load_tree(self.audio_checkpoint), tower, what)
+            for k, v in place(loaded, {k: tower[k] for k in loaded},
                                          {k: shardings["audio_tower"][k] for k in loaded}, what=what).items():
                 tower[k] = v
             params["audio_tower"] = tower

@@ -1,7 +1,7 @@
 """Externally pretrained checkpoints -> MuLan tower parameters (and `python -m mulan.convert`).
 
     tree = bert_params_from_hf(folder)                     # HF BERT names -> the text encoder's tree
-    params = place(tree, template, shardings, what=...)    # checked against the model, put on device
+    params = layers.pretrained.place(tree, template, shardings, what=...)   # checked, put on device
 
 BERT folders are used directly by `MulanModel.text_checkpoint` (no conversion step needed); audio
 checkpoints are converted once with `python -m mulan.convert ast|resnet` and named by
@@ -29,9 +29,7 @@ from typing import Any
 
 import numpy as np
 
-
-class CheckpointMismatchError(ValueError):
-    """A pretrained checkpoint that does not fit the configured model; the message names the parameter."""
+from layers.pretrained import CheckpointMismatchError
 
 
 # -- reading ------------------------------------------------------------------
@@ -204,7 +202,7 @@ def resnet_params_from_torch(path: str) -> dict[str, Any]:
     return params
 
 
-# -- trees, files, placement ------------------------------------------------------
+# -- trees and files ------------------------------------------------------
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
     out = {}
@@ -237,42 +235,3 @@ def save_tree(tree: dict, path: str) -> None:
 
 def load_tree(path: str) -> dict:
     return unflatten(read_tensors(path))
-
-
-def match_layout(loaded: dict, template: Any, what: str, path: str = "") -> dict:
-    """`loaded`'s transformer layers in the model's layout: per-layer `layer_{i}` stacked into a
-    scanned tower's `layers`, or unstacked for an unrolled one (layers/scan.py)."""
-    from layers import scan
-
-    n_model, n_ckpt = scan.num_stacked(template), scan.num_stacked(loaded)
-    if (scan.SCANNED in template) == (scan.SCANNED in loaded) or not n_ckpt:
-        return loaded
-    if n_model != n_ckpt:
-        raise CheckpointMismatchError(f"{what}: {path or '/'} has {n_model} transformer layers in the model but "
-                                      f"{n_ckpt} in the checkpoint (another config? check num_layers / depth).")
-    return scan.stack_params(loaded) if scan.SCANNED in template else scan.unstack(loaded)
-
-
-def place(loaded: dict, template: Any, shardings: Any, what: str, path: str = "") -> Any:
-    """`loaded` (numpy tree) checked against `template` (the model's arrays) and put on device
-    with `shardings`; per-layer checkpoints load into scanned towers too.  Raises
-    `CheckpointMismatchError` naming the first parameter that differs."""
-    import jax
-
-    if isinstance(template, dict) or hasattr(template, "keys"):
-        if not isinstance(loaded, dict):
-            raise CheckpointMismatchError(f"{what}: {path or '/'} is a tensor in the checkpoint, a module in the model.")
-        loaded = match_layout(loaded, template, what, path)
-        missing = sorted(set(template) - set(loaded))
-        extra = sorted(set(loaded) - set(template))
-        if missing or extra:
-            raise CheckpointMismatchError(
-                f"{what}: parameters under {path or '/'} differ: the model has {missing[:5]} that the checkpoint "
-                f"lacks, the checkpoint has {extra[:5]} that the model lacks (another config? check num_layers).")
-        return {k: place(loaded[k], template[k], shardings[k], what, f"{path}/{k}") for k in template}
-    arr = np.asarray(loaded, np.float32)
-    if tuple(arr.shape) != tuple(template.shape):
-        raise CheckpointMismatchError(
-            f"{what}: parameter {path} has shape {tuple(template.shape)} in the model but "
-            f"{tuple(arr.shape)} in the checkpoint.")
-    return jax.make_array_from_callback(arr.shape, shardings, lambda idx: arr[idx].astype(template.dtype))

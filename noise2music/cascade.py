@@ -48,7 +48,7 @@ def vocabulary(model: Noise2MusicModel):
 
 def tokenize(model: Noise2MusicModel, texts: Sequence[str], warn: Callable[[str], None] | None = None,
              numbers: Sequence[int] | None = None):
-    """Token ids [N, text_length] ([CLS] ... [SEP], as the corpus tasks make them) and mask.  A text
+    """Token ids [N, text_length] (as the corpus tasks make them: pieces and EOS with T5's SentencePiece) and mask.  A text
     longer than `text_length` tokens is truncated, with one warning naming it (as prompt
     `numbers[i]`, default i + 1)."""
     from data.vocab import batch_ids

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 
 import gin
 import jax
@@ -45,6 +46,8 @@ from noise2music.stages import LOWFI, MEL, MEL_BOTTOM, spec as stage_spec
 from noise2music.t5 import T5Config, T5Encoder
 from noise2music.unet import UNet1D
 from trainer.base_model import BaseModel
+
+log = logging.getLogger(__name__)
 
 # The building blocks are configured from gin files (configs/noise2music/*.gin).
 gin.external_configurable(UNet1D, module="noise2music")
@@ -93,8 +96,11 @@ class Noise2MusicModel(BaseModel):
         None, '1d' or '2d').
       mel: the spectrogram representation (spectrogram generator and vocoder).
       vocabulary: the text tokens' vocabulary (a seqio vocabulary: the gin macro TEXT_VOCAB, shared
-        with the task); the sampler tokenizes prompts with it, and a `T5Config` whose `vocab_size`
-        is None takes its size.
+        with the task; T5's SentencePiece, `data.vocab.T5SentencePieceVocabulary`); the sampler
+        tokenizes prompts with it, and a `T5Config` whose `vocab_size` is None takes its size.
+      text_checkpoint: a Hugging Face T5 (v1.1) encoder checkpoint (a folder with
+        `model.safetensors`, or the file) loaded into the frozen encoder when a run starts; it
+        must have been trained with `vocabulary`'s SentencePiece model (`noise2music.t5.load_hf_t5`).
       dtype / param_dtype: the U-Net's and text encoder's compute dtype and the parameters' dtype,
         'float32' or 'bfloat16' (layers/precision.py); the prediction, the loss and the sampler
         stay float32.
@@ -108,9 +114,12 @@ class Noise2MusicModel(BaseModel):
                  weighting: str = "simple", text_drop: float = 0.1, cond_t_max: float = 0.5,
                  cond_blur: str | None = "1d", cond_blur_sigma: tuple[float, float] = (0.1, 5.0),
                  cond_blur_size: int = 10, mel: MelSpec = MelSpec(), vocabulary=None,
-                 dtype: str = "float32", param_dtype: str = "float32"):
+                 text_checkpoint: str | None = None, dtype: str = "float32", param_dtype: str = "float32"):
         self.spec = sp = stage_spec(stage)
-        self.vocabulary = vocabulary
+        self.vocabulary, self.text_checkpoint = vocabulary, text_checkpoint
+        if text_checkpoint and text_encoder is None:
+            raise ValueError(f"Noise2MusicModel.text_checkpoint={text_checkpoint!r}, but stage {stage!r} has no text "
+                             f"encoder")
         if text_encoder is not None and text_encoder.vocab_size is None:
             if vocabulary is None:
                 raise ValueError("T5Config.vocab_size=None takes the size of Noise2MusicModel.vocabulary, "
@@ -162,6 +171,26 @@ class Noise2MusicModel(BaseModel):
     @property
     def has_text(self) -> bool:
         return self.net.text is not None
+
+    def load_pretrained(self, params, shardings):
+        """Fresh-run hook: checks the tokens fit the T5 embedding, and loads `text_checkpoint`."""
+        if not self.has_text:
+            return params
+        if self.vocabulary is not None and int(self.vocabulary.vocab_size) > self.net.text.vocab_size:
+            raise ValueError(f"the text vocabulary ({getattr(self.vocabulary, 'sentencepiece_model_file', '')}) has "
+                             f"{self.vocabulary.vocab_size} tokens but T5Config.vocab_size is "
+                             f"{self.net.text.vocab_size}: ids beyond it have no embedding")
+        if not self.text_checkpoint:
+            return params
+        from noise2music.t5 import load_hf_t5
+        from layers.pretrained import place
+
+        loaded = load_hf_t5(self.text_checkpoint, self.net.text, self.vocabulary)
+        params = dict(params)
+        params["text_encoder"] = place(loaded, params["text_encoder"], shardings["text_encoder"],
+                                       what=f"Noise2MusicModel.text_checkpoint={self.text_checkpoint!r}")
+        log.info("T5 encoder initialised from %s", self.text_checkpoint)
+        return params
 
     def without_remat(self) -> "Noise2MusicModel":
         if self.unet.remat == "none":

@@ -9,9 +9,11 @@ Layout, with C_i = base * multipliers[i] and L_i = L / (S_0 ... S_i):
 
 * entry conv (kernel 3): [B, L, C_in (+ stacked conditioning channels)] -> [B, L, base];
 * depth i, down: a strided conv S_i, C_{i-1} -> C_i (kernel = stride: non-overlapping, a reshape
-  and one matmul), then `blocks[i]` residual blocks of width C_i, then (where flagged)
-  self-attention and cross-attention to the text tokens, each followed by a residual MLP of hidden
-  size 2 C_i; the depth's output is kept for the skip;
+  and one matmul), then `blocks[i]` residual blocks of width C_i; where flagged, each block is
+  followed by self-attention and cross-attention to the text tokens (`attention_placement =
+  'every_block'`, the reading that matches the paper's parameter counts, docs/PAPERS.md §2.1; or
+  once after the depth's last block, 'per_level'), each with a residual MLP of hidden size 2 C_i and
+  `num_heads` heads of `head_dim` (None: C_i / num_heads); the depth's output is kept for the skip;
 * the bottom: an aligned input (the vocoder's spectrogram, [B, L / prod(strides), C_b]) is
   projected by a kernel-3 conv to C_last and added here (`bottom`);
 * depth i, up (mirrored): + the depth's down output (**additive** skips), the same blocks and
@@ -38,6 +40,7 @@ from layers import remat as remat_lib
 from layers.attention import MultiHeadAttention
 
 _ACT = ("activation_batch", "activation_length", "activation_embed")
+_PLACEMENTS = ("every_block", "per_level")
 
 
 def _init(scale: float = 1.0):
@@ -125,11 +128,13 @@ class AttentionBlock(nn.Module):
     num_heads: int
     cross: bool
     dtype: jnp.dtype = jnp.float32
+    head_dim: int | None = None      # None: C / num_heads
 
     @nn.compact
     def __call__(self, x, text=None, text_mask=None, drop_text=None):
         c = x.shape[-1]
-        attn = MultiHeadAttention(self.num_heads, c // self.num_heads, dtype=self.dtype, name="attention")
+        attn = MultiHeadAttention(self.num_heads, self.head_dim or c // self.num_heads, dtype=self.dtype,
+                                  name="attention")
         h = nn.LayerNorm(name="ln", dtype=self.dtype)(x)
         if self.cross:
             h = attn(h, text_mask, True, context=text)
@@ -166,12 +171,16 @@ class UNet1D(nn.Module):
     self_attention: Sequence[bool] = (False, False, False, False)
     cross_attention: Sequence[bool] = (False, False, False, False)
     num_heads: int = 8
+    head_dim: int | None = None             # None: C_i / num_heads at each depth
+    attention_placement: str = "every_block"   # or 'per_level' (docs/PAPERS.md §2.1)
     out_channels: int = 1
     dtype: jnp.dtype = jnp.float32
     remat: str = "none"          # the residual and attention blocks: 'none', 'full' or 'dots' (layers/remat.py)
 
     def __post_init__(self):
         remat_lib.check(self.remat, "UNet1D.remat")
+        if self.attention_placement not in _PLACEMENTS:
+            raise ValueError(f"UNet1D.attention_placement = {self.attention_placement!r}: expected one of {_PLACEMENTS}")
         n = len(self.strides)
         for name in ("multipliers", "blocks", "self_attention", "cross_attention"):
             if len(getattr(self, name)) != n:
@@ -209,11 +218,18 @@ class UNet1D(nn.Module):
         def level(h, i, direction):
             for j in range(self.blocks[i]):
                 h = Res(self.kernel, self.dtype, name=f"{direction}{i}_block{j}")(h, temb)
+                if self.attention_placement == "every_block":
+                    h = attend(h, i, f"{direction}{i}_block{j}")
+            if self.attention_placement == "per_level":
+                h = attend(h, i, f"{direction}{i}")
+            return h
+
+        def attend(h, i, name):
             if self.self_attention[i]:
-                h = Attn(self.num_heads, False, self.dtype, name=f"{direction}{i}_self_attn")(h)
+                h = Attn(self.num_heads, False, self.dtype, self.head_dim, name=f"{name}_self_attn")(h)
             if self.cross_attention[i]:
-                h = Attn(self.num_heads, True, self.dtype, name=f"{direction}{i}_cross_attn")(h, text, text_mask,
-                                                                                               drop_text)
+                h = Attn(self.num_heads, True, self.dtype, self.head_dim, name=f"{name}_cross_attn")(
+                    h, text, text_mask, drop_text)
             return h
 
         skips = []

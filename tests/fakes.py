@@ -32,8 +32,9 @@ def _tone(seconds: float, rate: int, hz: float, seed: int) -> np.ndarray:
 
 def fake_corpus(root, clips: int = 6, seconds: float = 3.0, rates=(16000,), test_every: int = 3) -> str:
     """A built corpus of `clips` synthetic tones with weak texts and tags: `records[_<rate>]/`,
-    `manifest.jsonl`, `audio/` (16 kHz WAVs) and `corpus.json`, as `data.corpus.build` writes them."""
-    from data import audio, records
+    `manifest.jsonl`, `audio/` (16 kHz WAVs), `spiece.model` and `corpus.json`, as `data.corpus.build`
+    writes them."""
+    from data import audio, records, vocab
 
     root = str(root)
     os.makedirs(os.path.join(root, "audio"), exist_ok=True)
@@ -54,6 +55,7 @@ def fake_corpus(root, clips: int = 6, seconds: float = 3.0, rates=(16000,), test
             f.write(json.dumps(r) + "\n")
     for r in rates:
         records.write_corpus_records(root, rows, sample_rate=r, per_shard=2, progress=False)
+    vocab.train_sentencepiece(root, os.path.join(root, vocab.SPIECE))
     with open(os.path.join(root, "corpus.json"), "w") as f:
         json.dump({"preset": "fake", "seed": 0, "clips": clips, "sample_rates": list(rates)}, f)
     return root

@@ -309,7 +309,7 @@ def test_sentencepiece_trained_on_the_corpus(corpus, tmp_path):
 
     out, _, _ = corpus
     path = vocab.train_sentencepiece(out, str(tmp_path / "spm"), vocab_size=200)
-    v = vocab.sentencepiece_vocabulary(path)
+    v = vocab.T5SentencePieceVocabulary(path)
     ids = v.encode("sustained strings")
     assert ids and v.decode(ids) == "sustained strings"
 

@@ -8,15 +8,18 @@ steps are compiled and run in test_n2m_train.py, and `trainer.compile` compiles 
 import pytest
 from jax.sharding import PartitionSpec
 
-# N2M config -> (stage, U-Net params in millions (low, high), x length, padded length)
+# N2M config -> (stage, U-Net params in millions (ours, the paper's Table 2), x length, padded length)
 COMPILED = ("super_resolution", "spectrogram_vocoder")
 N2M = {
-    "waveform_generator": ("generator", (460, 475), 96000, 98304),
-    "waveform_cascader": ("cascader", (370, 385), 51200, 51200),
-    "super_resolution": ("super_resolution", (80, 88), 76800, 76800),
-    "spectrogram_generator": ("spectrogram_generator", (560, 575), 3000, 3072),
-    "spectrogram_vocoder": ("vocoder", (30, 36), 51200, 51200),
+    "waveform_generator": ("generator", (660.9, 724), 96000, 98304),
+    "waveform_cascader": ("cascader", (493.4, 487), 51200, 51200),
+    "super_resolution": ("super_resolution", (84.1, 81), 76800, 76800),
+    "spectrogram_generator": ("spectrogram_generator", (781.9, 745), 3000, 3072),
+    "spectrogram_vocoder": ("vocoder", (32.9, 25.7), 51200, 51200),
 }
+# No reading of the vocoder's table row keeps it and the super-resolution model both within 10% of
+# the paper's counts (docs/PAPERS.md §2.1): its gap is the documented +28%.
+PAPER_GAP = {"spectrogram_vocoder": 0.29}
 MULAN = {"mulan/resnet50.gin": (130, 140), "mulan/ast.gin": (190, 200)}
 
 
@@ -67,11 +70,12 @@ def test_noise2music_paper_size_by_shape_and_aot_compile(config):
     from trainer import flags
     from trainer.train_state import param_count
 
-    stage, millions, length, padded = N2M[config]
+    stage, (ours, paper), length, padded = N2M[config]
     model, state = _compile(f"noise2music/{config}.gin", ema_decay=0.9999, compile=config in COMPILED)
     assert (model.stage, model.length, model.padded) == (stage, length, padded)
     unet = param_count(state.abstract.params["unet"]) / 1e6
-    assert millions[0] < unet < millions[1], unet
+    assert abs(unet - ours) < 0.05, unet
+    assert abs(unet / paper - 1) < PAPER_GAP.get(config, 0.10), (unet, paper)
     if model.has_text:   # the frozen T5 v1.1 XL encoder: no Adam moments, no EMA copy
         assert 1220 < param_count(state.abstract.params["text_encoder"]) / 1e6 < 1230
         assert "text_encoder" not in state.abstract.ema_params

@@ -9,6 +9,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from mulan import pretrained
+from layers import pretrained as layers_pretrained
 from mulan.audio_towers import Norm, PatchEmbed, ast_tower, conv, resnet_tower
 
 
@@ -43,7 +44,7 @@ def test_ast_from_hf_matches_hf_patch_layout(tmp_path):
     template = nn.meta.unbox(tower.init(jax.random.PRNGKey(0), feats))["params"]
     params["projection"] = template["projection"]
     sh = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), template)
-    placed = pretrained.place(params, template, sh, what="audio_checkpoint")
+    placed = layers_pretrained.place(params, template, sh, what="audio_checkpoint")
     # HF: input [B, T, F] -> [B, 1, F, T], conv (OIHW), flatten -> patch index f * nt + t, + pos[2:].
     p = "audio_spectrogram_transformer.embeddings."
     x = np.transpose(feats, (0, 2, 1))[:, None]
@@ -60,7 +61,7 @@ def test_ast_from_hf_matches_hf_patch_layout(tmp_path):
     # A different target grid resizes the positional embeddings; a wrong source grid is named.
     resized = pretrained.ast_params_from_hf(path, 2, (6, 4), dst_grid=(12, 4))
     assert resized["pos_embedding"].shape == (1 + 48, 32)
-    with pytest.raises(pretrained.CheckpointMismatchError, match="not the 7 x 4 grid"):
+    with pytest.raises(layers_pretrained.CheckpointMismatchError, match="not the 7 x 4 grid"):
         pretrained.ast_params_from_hf(path, 2, (7, 4))
 
 
@@ -91,7 +92,7 @@ def test_resnet_from_torchvision_folds_batchnorm_and_matches_torch_conv(tmp_path
     params = pretrained.resnet_params_from_torch(path)
     params["projection"] = template["projection"]
     sh = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), template)
-    placed = pretrained.place(params, template, sh, what="audio_checkpoint")
+    placed = layers_pretrained.place(params, template, sh, what="audio_checkpoint")
     # The stem as torch computes it: NCHW conv, padding 3, stride 2, the image's 3 channels all
     # equal to the log-mel, then inference BatchNorm.
     img = np.repeat(feats[:, None], 3, axis=1)
@@ -113,8 +114,8 @@ def test_resnet_from_torchvision_folds_batchnorm_and_matches_torch_conv(tmp_path
     deeper = resnet_tower(stage_sizes=(2, 1), width=8, norm="affine")
     tmpl2 = nn.meta.unbox(deeper.init(jax.random.PRNGKey(0), feats))["params"]
     sh2 = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), tmpl2)
-    with pytest.raises(pretrained.CheckpointMismatchError, match="stage1_block1"):
-        pretrained.place(params, tmpl2, sh2, what="audio_checkpoint")
+    with pytest.raises(layers_pretrained.CheckpointMismatchError, match="stage1_block1"):
+        layers_pretrained.place(params, tmpl2, sh2, what="audio_checkpoint")
 
 
 def test_convert_cli_round_trips_through_a_file(tmp_path):

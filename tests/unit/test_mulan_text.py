@@ -9,6 +9,7 @@ import pytest
 from scipy.special import erf
 
 from mulan import pretrained
+from layers import pretrained as layers_pretrained
 from mulan.text_tower import bert_tower, installed_minilm
 
 SENTENCES = ["A mellow jazz trio with upright bass and brushed drums.",
@@ -93,7 +94,7 @@ def test_minilm_loads_into_a_scanned_tower(minilm):
         tower = bert_tower(hidden=384, num_layers=6, num_heads=12, mlp_dim=1536, scan_layers=scan_layers)
         params = nn.meta.unbox(jax.eval_shape(lambda: tower.init(jax.random.PRNGKey(0), ids, mask)))["params"]
         sh = jax.tree.map(lambda x: jax.sharding.SingleDeviceSharding(jax.devices()[0]), params)
-        enc = pretrained.place(loaded, params["encoder"], sh["encoder"], what="text_checkpoint")
+        enc = layers_pretrained.place(loaded, params["encoder"], sh["encoder"], what="text_checkpoint")
         assert ("layers" in enc) == scan_layers
         hidden[scan_layers] = np.asarray(jax.jit(tower.encoder.apply)({"params": enc}, ids, mask))
     m = mask.astype(bool)
@@ -101,8 +102,8 @@ def test_minilm_loads_into_a_scanned_tower(minilm):
     shallow = bert_tower(hidden=384, num_layers=4, num_heads=12, mlp_dim=1536, scan_layers=True)
     params = nn.meta.unbox(jax.eval_shape(lambda: shallow.init(jax.random.PRNGKey(0), ids, mask)))["params"]
     sh = jax.tree.map(lambda x: jax.sharding.SingleDeviceSharding(jax.devices()[0]), params)
-    with pytest.raises(pretrained.CheckpointMismatchError, match="4 transformer layers in the model but 6"):
-        pretrained.place(loaded, params["encoder"], sh["encoder"], what="text_checkpoint")
+    with pytest.raises(layers_pretrained.CheckpointMismatchError, match="4 transformer layers in the model but 6"):
+        layers_pretrained.place(loaded, params["encoder"], sh["encoder"], what="text_checkpoint")
 
 
 def test_checkpoint_from_another_config_names_the_parameter(minilm):
@@ -114,8 +115,8 @@ def test_checkpoint_from_another_config_names_the_parameter(minilm):
         boxed = tower.init(jax.random.PRNGKey(0), ids, mask)
         params = nn.meta.unbox(boxed)["params"]
         sh = jax.tree.map(lambda x: jax.sharding.SingleDeviceSharding(jax.devices()[0]), params)
-        with pytest.raises(pretrained.CheckpointMismatchError, match=match):
-            pretrained.place(loaded, params["encoder"], sh["encoder"], what="text_checkpoint")
+        with pytest.raises(layers_pretrained.CheckpointMismatchError, match=match):
+            layers_pretrained.place(loaded, params["encoder"], sh["encoder"], what="text_checkpoint")
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         pretrained.read_tensors(os.path.dirname(path))
 

@@ -1,4 +1,4 @@
-"""The 1-D Efficient U-Net: shapes, conditioning paths, text dropping, logical axes, paper size."""
+"""The 1-D Efficient U-Net: shapes, conditioning paths, text dropping, logical axes, attention placement."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -67,15 +67,24 @@ def test_every_matrix_parameter_has_a_sharded_logical_axis():
             assert any(a in ("embed", "conv_out", "mlp", "heads") for a in spec if a), (spec, shape.shape)
 
 
-def test_paper_waveform_generator_by_shape():
-    """The paper's waveform generator (docs/PAPERS.md §2.1) at 30.72 s of 3.2 kHz (98,304 = 24 x 4^6 samples: 96,000 padded)."""
-    net = UNet1D(base=256, kernel=7, strides=(4,) * 6, multipliers=(1, 1, 2, 3, 4, 4), blocks=(3, 3, 3, 4, 4, 4),
-                 self_attention=(False,) * 3 + (True,) * 3, cross_attention=(False,) * 3 + (True,) * 3, num_heads=8)
-    x = jax.ShapeDtypeStruct((1, 98304, 1), jnp.float32)
-    t = jax.ShapeDtypeStruct((1,), jnp.float32)
-    text = jax.ShapeDtypeStruct((1, 64, 1024), jnp.float32)
-    params = jax.eval_shape(lambda a, b, c: nn.meta.unbox(net.init(jax.random.PRNGKey(0), a, b, text=c)), x, t, text)
-    n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-    assert 300e6 < n < 1500e6, n
-    out = jax.eval_shape(lambda p, a, b, c: net.apply(p, a, b, text=c), params, x, t, text)
-    assert out.shape == (1, 98304, 1)
+def test_attention_placement_and_head_dim():
+    """'every_block' (the paper-count reading, docs/PAPERS.md §2.1) puts self- and cross-attention
+    after each residual block of a flagged depth, 'per_level' once after its last; `head_dim` sets
+    the attention width independently of C."""
+    x, t, text, mask, _ = _inputs()
+    blocks = {**TINY, "blocks": (1, 2)}
+
+    def names(**kw):
+        params = jax.eval_shape(lambda: UNet1D(**blocks, **kw).init(jax.random.PRNGKey(0), x, t, text=text))["params"]
+        return {k: v for k, v in params.items() if k.endswith("attn")}
+
+    every = names(head_dim=4)
+    assert sorted(every) == sorted(f"{d}1_block{j}_{a}_attn" for d in ("down", "up") for j in (0, 1)
+                                   for a in ("self", "cross"))
+    assert every["down1_block0_self_attn"]["attention"]["query_kernel"].value.shape == (32, 2, 4)
+    assert every["up1_block1_cross_attn"]["attention"]["key_kernel"].value.shape == (12, 2, 4)   # from the text width
+    per_level = names(attention_placement="per_level")
+    assert sorted(per_level) == ["down1_cross_attn", "down1_self_attn", "up1_cross_attn", "up1_self_attn"]
+    assert per_level["down1_self_attn"]["attention"]["query_kernel"].value.shape == (32, 2, 16)   # C / heads
+    with pytest.raises(ValueError, match="attention_placement"):
+        UNet1D(**TINY, attention_placement="everywhere")
