@@ -20,6 +20,11 @@ Layout, with C_i = base * multipliers[i] and L_i = L / (S_0 ... S_i):
   attention, then the transposed strided conv C_i -> C_{i-1};
 * + the entry activation, exit conv (kernel 3) -> out_channels.
 
+`scan_blocks`: each depth's blocks (a `UNetBlock`: the residual block and, 'every_block', its
+attention) run as one `nn.scan` (`{direction}{i}_blocks/layers/...`, a leading 'layers' axis):
+the same arithmetic, compiled once per depth and direction instead of once per block, which is
+what makes the paper-size U-Nets compile in minutes (README, "Recipes").
+
 Residual block: GroupNorm -> swish -> conv -> FiLM (channel-wise scale and bias from the time
 embedding) -> GroupNorm -> swish -> conv, + input.  Time: sinusoidal embedding of t -> dense ->
 swish -> dense (width `base`).  `drop_text` [B] (1 = drop) zeroes the cross-attention outputs of
@@ -37,6 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from layers import remat as remat_lib
+from layers import scan
 from layers.attention import MultiHeadAttention
 
 _ACT = ("activation_batch", "activation_length", "activation_embed")
@@ -154,6 +160,49 @@ class AttentionBlock(nn.Module):
         return _constrain(x + h)
 
 
+class UNetBlock(nn.Module):
+    """One residual block and, at a depth with attention placed after every block, its self- and
+    cross-attention: the unit a scanned depth repeats (`UNet1D.scan_blocks`)."""
+
+    kernel: int
+    num_heads: int
+    head_dim: int | None
+    self_attn: bool
+    cross_attn: bool
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, h, temb, text, text_mask, drop_text, deterministic: bool = True):
+        del deterministic   # no dropout
+        h = ResBlock(self.kernel, self.dtype, name="res")(h, temb)
+        if self.self_attn:
+            h = AttentionBlock(self.num_heads, False, self.dtype, self.head_dim, name="self_attn")(h)
+        if self.cross_attn:
+            h = AttentionBlock(self.num_heads, True, self.dtype, self.head_dim, name="cross_attn")(
+                h, text, text_mask, drop_text)
+        return h
+
+
+class ScannedBlocks(nn.Module):
+    """`num` `UNetBlock`s as one `nn.scan` (layers/scan.py): parameters with a leading 'layers'
+    axis, compiled once per depth and direction."""
+
+    num: int
+    remat: str
+    kernel: int
+    num_heads: int
+    head_dim: int | None
+    self_attn: bool
+    cross_attn: bool
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, h, temb, text, text_mask, drop_text):
+        return scan.stack(UNetBlock, self.num, h, temb, text, text_mask, drop_text, True, scan_layers=True,
+                          remat=self.remat, kernel=self.kernel, num_heads=self.num_heads, head_dim=self.head_dim,
+                          self_attn=self.self_attn, cross_attn=self.cross_attn, dtype=self.dtype)
+
+
 def timestep_embedding(t, dim: int, max_period: float = 10000.0):
     """t in [0, 1] -> [B, dim] sinusoids (t scaled by 1000, as for discrete steps)."""
     half = dim // 2
@@ -176,6 +225,7 @@ class UNet1D(nn.Module):
     out_channels: int = 1
     dtype: jnp.dtype = jnp.float32
     remat: str = "none"          # the residual and attention blocks: 'none', 'full' or 'dots' (layers/remat.py)
+    scan_blocks: bool = False    # each depth's blocks (with their attention, 'every_block') as one nn.scan
 
     def __post_init__(self):
         remat_lib.check(self.remat, "UNet1D.remat")
@@ -216,6 +266,12 @@ class UNet1D(nn.Module):
         Attn = remat_lib.remat(AttentionBlock, self.remat)
 
         def level(h, i, direction):
+            if self.scan_blocks and self.blocks[i]:
+                every = self.attention_placement == "every_block"
+                h = ScannedBlocks(self.blocks[i], self.remat, self.kernel, self.num_heads, self.head_dim,
+                                  every and self.self_attention[i], every and self.cross_attention[i], self.dtype,
+                                  name=f"{direction}{i}_blocks")(h, temb, text, text_mask, drop_text)
+                return h if every else attend(h, i, f"{direction}{i}")
             for j in range(self.blocks[i]):
                 h = Res(self.kernel, self.dtype, name=f"{direction}{i}_block{j}")(h, temb)
                 if self.attention_placement == "every_block":

@@ -104,6 +104,18 @@ def _arrange(n: int, dims: int) -> tuple[int, ...] | None:
     return tuple(2 ** e for e in exps)
 
 
+def check_devices(name: str, devices, setting: str) -> None:
+    """`devices` (a run's, `jax.devices()`) must be topology `name`'s: its chip kind and chip count;
+    `TopologyError` naming `setting` otherwise (a recipe used on another slice)."""
+    chip_ = chip(name)
+    want = num_chips(name)
+    kinds = sorted({getattr(d, "device_kind", d.platform) for d in devices})
+    if kinds != [chip_.device_kind] or len(devices) != want:
+        raise TopologyError(f"{setting}={name!r}: the settings were chosen for {want} x {chip_.device_kind}, but this "
+                            f"run has {len(devices)} x {', '.join(kinds)} (use the recipe for this slice, or unset "
+                            f"{setting})")
+
+
 def devices(name: str) -> list:
     """The compile-only devices of topology `name` (nothing is allocated; no TPU needed)."""
     chip_, _ = parse(name)

@@ -175,6 +175,7 @@ def train(
     cpu_peak_flops: float = topology.CPU_PEAK_FLOPS,
     microbatches: int = 1,
     frozen: Sequence[str] = (),
+    topology_name: str | None = None,
 ) -> dict[str, Any]:
     """Trains `model` for `train_steps` steps of global batch `batch_size`.
 
@@ -187,7 +188,9 @@ def train(
     `microbatches` > 1 accumulates the gradient over that many parts of the global batch (the
     activations of one part in memory at a time; the same update up to float rounding, for a
     loss that is a mean over examples).  `frozen`: regexes on parameter paths (`trainer.frozen`)
-    whose parameters get no optimizer state, no EMA copy and no update.
+    whose parameters get no optimizer state, no EMA copy and no update.  `topology_name` (a
+    recipe's, configs/recipes/): the TPU slice the settings were chosen for; any other devices are
+    refused before anything is written (`trainer.topology.check_devices`).
     Returns a summary (final step, last loss, timings, where things are).
     """
     # == 1. set-up ==========================================================
@@ -196,6 +199,8 @@ def train(
         raise ConfigError("train.model_dir is not set: pass --model_dir=DIR (a local path or gs://...).")
     run_dir = paths.resolve(model_dir)        # local (made absolute, for Orbax) or gs://
     model_dir = str(run_dir)
+    if topology_name:
+        topology.check_devices(topology_name, jax.devices(), "train.topology_name")
     partitioner = partitioner or Partitioner()
     checkpoint = checkpoint or CheckpointConfig()
     primary = multihost.is_primary()

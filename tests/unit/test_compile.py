@@ -52,6 +52,16 @@ def test_topology_names_and_accelerator_types():
         topology.from_accelerator_type("v5x-8")
 
 
+@needs_libtpu
+def test_a_recipe_refuses_another_slice():
+    """`train.topology_name` (a recipe's): the run's devices must be that slice's chips."""
+    topology.check_devices("v5e:2x2", topology.devices("v5e:2x2"), "train.topology_name")
+    for name, devices, says in [("v5p:4x4x4", jax.devices(), r"64 x TPU v5, but this run has 8 x cpu"),
+                                ("v5e:2x4", topology.devices("v5e:2x2"), r"8 x TPU v5 lite, but this run has 4 x TPU v5 lite")]:
+        with pytest.raises(topology.TopologyError, match=rf"train.topology_name='{name}': .*{says}"):
+            topology.check_devices(name, devices, "train.topology_name")
+
+
 def _run(capsys, *argv):
     code = 0
     try:

@@ -23,7 +23,7 @@ from tests import fakes
 
 def _unet(remat):
     return UNet1D(base=16, strides=(2, 2), multipliers=(1, 2), blocks=(2, 2), self_attention=(False, True),
-                  cross_attention=(False, True), num_heads=2, remat=remat)
+                  cross_attention=(False, True), num_heads=2, attention_placement="per_level", remat=remat)
 
 
 def _residual_bytes(loss, params):

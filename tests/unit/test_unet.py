@@ -88,3 +88,27 @@ def test_attention_placement_and_head_dim():
     assert per_level["down1_self_attn"]["attention"]["query_kernel"].value.shape == (32, 2, 16)   # C / heads
     with pytest.raises(ValueError, match="attention_placement"):
         UNet1D(**TINY, attention_placement="everywhere")
+
+
+def test_scanned_blocks_compute_what_the_unrolled_ones_do():
+    """`scan_blocks`: a depth's blocks as one nn.scan, parameters stacked on a 'layers' axis."""
+    x, t, text, mask, _ = _inputs()
+    cfg = {**TINY, "blocks": (2, 3)}
+    unrolled = UNet1D(**cfg)
+    params = _params(unrolled, x, t, text=text, text_mask=mask, seed=5)["params"]
+    scanned = {k: v for k, v in params.items() if "_block" not in k}
+    for d in ("down", "up"):
+        for i, n in enumerate(cfg["blocks"]):
+            layers = []
+            for j in range(n):
+                b = f"{d}{i}_block{j}"
+                layers.append({"res": params[b], **{a: params[f"{b}_{a}"] for a in ("self_attn", "cross_attn")
+                                                    if f"{b}_{a}" in params}})
+            scanned[f"{d}{i}_blocks"] = {"layers": jax.tree.map(lambda *a: jnp.stack(a), *layers)}
+    net = UNet1D(**cfg, scan_blocks=True)
+    shapes = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), x, t, text=text, text_mask=mask))["params"]
+    assert jax.tree.structure(nn.meta.unbox(shapes)) == jax.tree.structure(scanned)
+    a = unrolled.apply({"params": params}, x, t, text=text, text_mask=mask)
+    b = net.apply({"params": scanned}, x, t, text=text, text_mask=mask)
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
+    assert float(jnp.max(jnp.abs(a))) > 1e-3
