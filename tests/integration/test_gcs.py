@@ -125,9 +125,11 @@ def test_stages_in_the_bucket_are_sampled_and_evaluated_from_there(gcs, tiny_cor
     corpus_dir = tiny_corpus[0]
     # Runs as the trainer writes them (config.gin + an Orbax checkpoint), into the bucket; the
     # trainer itself writing there is the test above.
-    gen = fakes.fake_trained_run(f"gs://{BUCKET}/n2m_gen", "noise2music/tiny_generator.gin", step=2)
+    gen = fakes.fake_trained_run(f"gs://{BUCKET}/n2m_gen", "noise2music/tiny_generator.gin",
+                                 f"--gin.CORPUS_DIR='{corpus_dir}'", step=2)
     assert "n2m_gen/checkpoints/2/commit_success.txt" in _objects("n2m_gen")
-    cas = fakes.fake_trained_run(f"gs://{BUCKET}/n2m_cas", "noise2music/tiny_cascader.gin", step=2, seed=2)
+    cas = fakes.fake_trained_run(f"gs://{BUCKET}/n2m_cas", "noise2music/tiny_cascader.gin",
+                                 f"--gin.CORPUS_DIR='{corpus_dir}'", step=2, seed=2)
     mulan = fakes.fake_trained_run(f"gs://{BUCKET}/mulan", "mulan/tiny_cpu.gin", step=3)
 
     prompts = tmp_path / "prompts.txt"

@@ -15,9 +15,11 @@ from tests import fakes, helpers
 pytestmark = pytest.mark.timeout(900)
 
 
-def _train(config, model_dir, seed=0):
-    """A run of the tiny config, as if trained two steps."""
-    return fakes.fake_trained_run(model_dir, f"noise2music/{config}.gin", step=2, seed=seed)
+def _train(config, model_dir, corpus_dir, seed=0):
+    """A run of the tiny config on `corpus_dir` (its SentencePiece model tokenizes the prompts), as
+    if trained two steps."""
+    return fakes.fake_trained_run(model_dir, f"noise2music/{config}.gin", f"--gin.CORPUS_DIR='{corpus_dir}'", step=2,
+                                  seed=seed)
 
 
 def _sample(*args, devices=8):
@@ -47,8 +49,8 @@ def _wav(path):
 
 def test_waveform_cascade_writes_audio_spectrograms_and_settings(tiny_corpus, tmp_path, capsys):
     corpus_dir = tiny_corpus[0]
-    gen = _train("tiny_generator", tmp_path / "gen")
-    cas = _train("tiny_cascader", tmp_path / "cas", seed=2)
+    gen = _train("tiny_generator", tmp_path / "gen", corpus_dir)
+    cas = _train("tiny_cascader", tmp_path / "cas", corpus_dir, seed=2)
     prompts = tmp_path / "prompts.txt"
     long_prompt = "a slow and " + " ".join(["very"] * 60) + " gentle piano waltz"
     prompts.write_text(f"# comments and blank lines are skipped\n\nsolo piano, slow\n{long_prompt}\n")
@@ -129,10 +131,11 @@ def test_waveform_cascade_writes_audio_spectrograms_and_settings(tiny_corpus, tm
     assert (out / "001_seed0_16k.wav").exists()
 
 
-def test_spectrogram_cascade_with_super_resolution(tmp_path):
-    spec = _train("tiny_spectrogram_generator", tmp_path / "spec")
-    voc = _train("tiny_vocoder", tmp_path / "voc", seed=2)
-    sr = _train("tiny_super_resolution", tmp_path / "sr", seed=4)
+def test_spectrogram_cascade_with_super_resolution(tiny_corpus, tmp_path):
+    corpus_dir = tiny_corpus[0]
+    spec = _train("tiny_spectrogram_generator", tmp_path / "spec", corpus_dir)
+    voc = _train("tiny_vocoder", tmp_path / "voc", corpus_dir, seed=2)
+    sr = _train("tiny_super_resolution", tmp_path / "sr", corpus_dir, seed=4)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a string quartet\n")
     out = tmp_path / "samples"
