@@ -20,10 +20,11 @@ Layout, with C_i = base * multipliers[i] and L_i = L / (S_0 ... S_i):
   attention, then the transposed strided conv C_i -> C_{i-1};
 * + the entry activation, exit conv (kernel 3) -> out_channels.
 
-`scan_blocks`: each depth's blocks (a `UNetBlock`: the residual block and, 'every_block', its
-attention) run as one `nn.scan` (`{direction}{i}_blocks/layers/...`, a leading 'layers' axis):
-the same arithmetic, compiled once per depth and direction instead of once per block, which is
-what makes the paper-size U-Nets compile in minutes (README, "Recipes").
+Each depth and direction is a `Depth` (`down{i}`, `up{i}`): its blocks (a `UNetBlock`: the
+residual block and, 'every_block', its attention) unrolled (`down{i}/layer_{j}/res/...`) or, with
+`scan_blocks`, one `nn.scan` (`down{i}/layers/...`, a leading 'layers' axis): the same arithmetic,
+compiled once per depth and direction instead of once per block, which is what makes the
+paper-size U-Nets compile in minutes (README, "Recipes").
 
 Residual block: GroupNorm -> swish -> conv -> FiLM (channel-wise scale and bias from the time
 embedding) -> GroupNorm -> swish -> conv, + input.  Time: sinusoidal embedding of t -> dense ->
@@ -162,7 +163,7 @@ class AttentionBlock(nn.Module):
 
 class UNetBlock(nn.Module):
     """One residual block and, at a depth with attention placed after every block, its self- and
-    cross-attention: the unit a scanned depth repeats (`UNet1D.scan_blocks`)."""
+    cross-attention: the unit a depth repeats (`Depth`)."""
 
     kernel: int
     num_heads: int
@@ -183,12 +184,16 @@ class UNetBlock(nn.Module):
         return h
 
 
-class ScannedBlocks(nn.Module):
-    """`num` `UNetBlock`s as one `nn.scan` (layers/scan.py): parameters with a leading 'layers'
-    axis, compiled once per depth and direction."""
+class Depth(nn.Module):
+    """One depth's `num` blocks in one direction: `UNetBlock`s unrolled (`layer_0`, `layer_1`, ...)
+    or, `scan_blocks`, one `nn.scan` (`layers`, a leading 'layers' axis; `layers.scan.stack_params`
+    converts one layout into the other), each under `remat`.  With attention 'every_block' each
+    block carries its own; 'per_level', the depth's self- and cross-attention follow its last block."""
 
     num: int
+    scan_blocks: bool
     remat: str
+    every_block: bool
     kernel: int
     num_heads: int
     head_dim: int | None
@@ -198,9 +203,18 @@ class ScannedBlocks(nn.Module):
 
     @nn.compact
     def __call__(self, h, temb, text, text_mask, drop_text):
-        return scan.stack(UNetBlock, self.num, h, temb, text, text_mask, drop_text, True, scan_layers=True,
-                          remat=self.remat, kernel=self.kernel, num_heads=self.num_heads, head_dim=self.head_dim,
-                          self_attn=self.self_attn, cross_attn=self.cross_attn, dtype=self.dtype)
+        h = scan.stack(UNetBlock, self.num, h, temb, text, text_mask, drop_text, True,
+                       scan_layers=self.scan_blocks and self.num > 0, remat=self.remat, kernel=self.kernel, num_heads=self.num_heads, head_dim=self.head_dim,
+                       self_attn=self.every_block and self.self_attn, cross_attn=self.every_block and self.cross_attn,
+                       dtype=self.dtype)
+        if not self.every_block:
+            Attn = remat_lib.remat(AttentionBlock, self.remat)
+            if self.self_attn:
+                h = Attn(self.num_heads, False, self.dtype, self.head_dim, name="self_attn")(h)
+            if self.cross_attn:
+                h = Attn(self.num_heads, True, self.dtype, self.head_dim, name="cross_attn")(h, text, text_mask,
+                                                                                            drop_text)
+        return h
 
 
 def timestep_embedding(t, dim: int, max_period: float = 10000.0):
@@ -262,31 +276,11 @@ class UNet1D(nn.Module):
         h = _constrain(Conv(self.base, 3, dtype=self.dtype, axes=(None, None, "conv_out"), name="entry")(x))
         entry = h
         widths = [self.base * m for m in self.multipliers]
-        Res = remat_lib.remat(ResBlock, self.remat)
-        Attn = remat_lib.remat(AttentionBlock, self.remat)
 
         def level(h, i, direction):
-            if self.scan_blocks and self.blocks[i]:
-                every = self.attention_placement == "every_block"
-                h = ScannedBlocks(self.blocks[i], self.remat, self.kernel, self.num_heads, self.head_dim,
-                                  every and self.self_attention[i], every and self.cross_attention[i], self.dtype,
-                                  name=f"{direction}{i}_blocks")(h, temb, text, text_mask, drop_text)
-                return h if every else attend(h, i, f"{direction}{i}")
-            for j in range(self.blocks[i]):
-                h = Res(self.kernel, self.dtype, name=f"{direction}{i}_block{j}")(h, temb)
-                if self.attention_placement == "every_block":
-                    h = attend(h, i, f"{direction}{i}_block{j}")
-            if self.attention_placement == "per_level":
-                h = attend(h, i, f"{direction}{i}")
-            return h
-
-        def attend(h, i, name):
-            if self.self_attention[i]:
-                h = Attn(self.num_heads, False, self.dtype, self.head_dim, name=f"{name}_self_attn")(h)
-            if self.cross_attention[i]:
-                h = Attn(self.num_heads, True, self.dtype, self.head_dim, name=f"{name}_cross_attn")(
-                    h, text, text_mask, drop_text)
-            return h
+            return Depth(self.blocks[i], self.scan_blocks, self.remat, self.attention_placement == "every_block",
+                         self.kernel, self.num_heads, self.head_dim, self.self_attention[i], self.cross_attention[i],
+                         self.dtype, name=f"{direction}{i}")(h, temb, text, text_mask, drop_text)
 
         skips = []
         for i, s in enumerate(self.strides):

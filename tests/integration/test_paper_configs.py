@@ -82,5 +82,6 @@ def test_noise2music_paper_size_by_shape_and_aot_compile(config):
     assert param_count(state.abstract.opt_state) < 2 * unet * 1e6 + 1000
     # FSDP x tensor really shards the widest convolutions: [kernel, C_in (fsdp), C_out (tensor)].
     last = len(flags.bound("UNet1D.strides")) - 1
-    conv = state.shardings.params["unet"][f"down{last}_block0"]["conv1"]["kernel"]
+    depth = state.shardings.params["unet"][f"down{last}"]
+    conv = depth["layers" if "layers" in depth else "layer_0"]["res"]["conv1"]["kernel"]
     assert conv.spec == PartitionSpec(None, "fsdp", "tensor")

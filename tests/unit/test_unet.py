@@ -1,10 +1,12 @@
 """The 1-D Efficient U-Net: shapes, conditioning paths, text dropping, logical axes, attention placement."""
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from layers import scan
 from noise2music.unet import UNet1D
 from tests import fakes
 
@@ -74,18 +76,21 @@ def test_attention_placement_and_head_dim():
     x, t, text, mask, _ = _inputs()
     blocks = {**TINY, "blocks": (1, 2)}
 
-    def names(**kw):
+    def shapes(**kw):
         params = jax.eval_shape(lambda: UNet1D(**blocks, **kw).init(jax.random.PRNGKey(0), x, t, text=text))["params"]
-        return {k: v for k, v in params.items() if k.endswith("attn")}
+        return {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(nn.meta.unbox(params)).items()}
 
-    every = names(head_dim=4)
-    assert sorted(every) == sorted(f"{d}1_block{j}_{a}_attn" for d in ("down", "up") for j in (0, 1)
-                                   for a in ("self", "cross"))
-    assert every["down1_block0_self_attn"]["attention"]["query_kernel"].value.shape == (32, 2, 4)
-    assert every["up1_block1_cross_attn"]["attention"]["key_kernel"].value.shape == (12, 2, 4)   # from the text width
-    per_level = names(attention_placement="per_level")
-    assert sorted(per_level) == ["down1_cross_attn", "down1_self_attn", "up1_cross_attn", "up1_self_attn"]
-    assert per_level["down1_self_attn"]["attention"]["query_kernel"].value.shape == (32, 2, 16)   # C / heads
+    def attention(shapes):
+        return sorted({k.split("/attention/")[0] for k in shapes if "/attention/" in k})
+
+    every = shapes(head_dim=4)
+    assert attention(every) == sorted(f"{d}1/layer_{j}/{a}_attn" for d in ("down", "up") for j in (0, 1)
+                                      for a in ("self", "cross"))
+    assert every["down1/layer_0/self_attn/attention/query_kernel"] == (32, 2, 4)
+    assert every["up1/layer_1/cross_attn/attention/key_kernel"] == (12, 2, 4)   # from the text width
+    per_level = shapes(attention_placement="per_level")
+    assert attention(per_level) == ["down1/cross_attn", "down1/self_attn", "up1/cross_attn", "up1/self_attn"]
+    assert per_level["down1/self_attn/attention/query_kernel"] == (32, 2, 16)   # C / heads
     with pytest.raises(ValueError, match="attention_placement"):
         UNet1D(**TINY, attention_placement="everywhere")
 
@@ -96,15 +101,8 @@ def test_scanned_blocks_compute_what_the_unrolled_ones_do():
     cfg = {**TINY, "blocks": (2, 3)}
     unrolled = UNet1D(**cfg)
     params = _params(unrolled, x, t, text=text, text_mask=mask, seed=5)["params"]
-    scanned = {k: v for k, v in params.items() if "_block" not in k}
-    for d in ("down", "up"):
-        for i, n in enumerate(cfg["blocks"]):
-            layers = []
-            for j in range(n):
-                b = f"{d}{i}_block{j}"
-                layers.append({"res": params[b], **{a: params[f"{b}_{a}"] for a in ("self_attn", "cross_attn")
-                                                    if f"{b}_{a}" in params}})
-            scanned[f"{d}{i}_blocks"] = {"layers": jax.tree.map(lambda *a: jnp.stack(a), *layers)}
+    # down{i}/layer_{j}/... -> down{i}/layers/... (one leading axis per depth and direction)
+    scanned = {k: scan.stack_params(v) if k[-1].isdigit() else v for k, v in params.items()}
     net = UNet1D(**cfg, scan_blocks=True)
     shapes = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), x, t, text=text, text_mask=mask))["params"]
     assert jax.tree.structure(nn.meta.unbox(shapes)) == jax.tree.structure(scanned)
