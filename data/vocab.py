@@ -153,17 +153,19 @@ SPIECE = "spiece"          # a corpus's SentencePiece model: <corpus>/spiece.mod
 
 
 @gin.configurable
-class T5SentencePieceVocabulary(seqio.SentencePieceVocabulary):
+class T5SentencePieceVocabulary(seqio.Vocabulary):
     """T5's SentencePiece tokens (the Noise2Music text stages' `TEXT_VOCAB`): `path` is a
     `spiece.model` (a real T5's, which its checkpoint's embedding was trained with), or None for the
     corpus's own `<corpus_dir>/spiece.model`, which `data.build_corpus` trains on the corpus text.
     Ids: pad 0, EOS 1, unk 2, as T5; a text is its pieces then EOS (no [CLS]).  The file is found
     and checked on first use, so configs that never tokenize (trainer.summary, trainer.compile)
-    need none."""
+    need none: the tokens are a `seqio.SentencePieceVocabulary` of the resolved file, made then,
+    behind seqio's `Vocabulary` interface."""
 
     def __init__(self, path: str | None = None, corpus_dir: str | None = None, extra_ids: int = 0):
         self.path, self.corpus_dir = path, corpus_dir
-        super().__init__(None, extra_ids=extra_ids)
+        self._sp: seqio.SentencePieceVocabulary | None = None
+        super().__init__(extra_ids=extra_ids)
 
     def resolve(self) -> str:
         """The model file, checked: it exists and parses as a SentencePiece model."""
@@ -190,14 +192,46 @@ class T5SentencePieceVocabulary(seqio.SentencePieceVocabulary):
         return path
 
     @property
-    def sentencepiece_model_file(self) -> str:
-        if self._sentencepiece_model_file is None:
-            self._sentencepiece_model_file = self.resolve()
-        return self._sentencepiece_model_file
+    def sentencepiece(self) -> seqio.SentencePieceVocabulary:
+        if self._sp is None:
+            self._sp = seqio.SentencePieceVocabulary(self.resolve(), extra_ids=self.extra_ids)
+        return self._sp
 
-    def _model_context(self):
-        _ = self.sentencepiece_model_file
-        return super()._model_context()
+    @property
+    def sentencepiece_model_file(self) -> str:
+        return self.sentencepiece.sentencepiece_model_file
+
+    # seqio.Vocabulary's interface, answered by the SentencePiece vocabulary.
+    eos_id = property(lambda self: self.sentencepiece.eos_id)
+    unk_id = property(lambda self: self.sentencepiece.unk_id)
+    pad_id = property(lambda self: self.sentencepiece.pad_id)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sentencepiece.vocab_size
+
+    @property
+    def _base_vocab_size(self) -> int:
+        return self.sentencepiece.vocab_size - self.extra_ids
+
+    def _encode(self, s):
+        return self.sentencepiece.encode(s)
+
+    def _decode(self, ids):
+        return self.sentencepiece.decode(ids)
+
+    def _encode_tf(self, s):
+        return self.sentencepiece.encode_tf(s)
+
+    def _decode_tf(self, ids):
+        return self.sentencepiece.decode_tf(ids)
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, T5SentencePieceVocabulary)
+                and (self.path, self.corpus_dir, self.extra_ids) == (other.path, other.corpus_dir, other.extra_ids))
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.corpus_dir, self.extra_ids))
 
 
 def train_sentencepiece(corpus_dir: str, out_prefix: str, vocab_size: int = 8000, sources=("short", "long", "playlist", "label")) -> str:
