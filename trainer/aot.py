@@ -81,10 +81,11 @@ def _gib(n: float) -> str:
     return f"{n / 1024 ** 3:.2f} GiB" if n >= 1024 ** 3 else f"{n / 1024 ** 2:.1f} MiB"
 
 
-def analyse(program: Program, chip: Any, headroom: float = 0.1) -> dict:
+def analyse(program: Program, chip: Any, headroom: float = 0.1, profile: bool = False) -> dict:
     """Compiles `program` and reports on it (see the module doc).  `chip`: a `trainer.topology.Chip`;
     the step fits when its bytes per device are at most (1 - headroom) of the chip's HBM.  A program
-    XLA itself finds too large for HBM is reported (`fits: False`, XLA's message in `error`)."""
+    XLA itself finds too large for HBM is reported (`fits: False`, XLA's message in `error`).
+    `profile`: also a roofline profile of the optimized HLO (`trainer.hlo_profile`)."""
     devices = program.partitioner.mesh.devices.size
     out: dict[str, Any] = {
         "program": program.name, "chip": chip.name, "device_kind": chip.device_kind, "num_devices": int(devices),
@@ -137,6 +138,10 @@ def analyse(program: Program, chip: Any, headroom: float = 0.1) -> dict:
         peak_bf16_flops_per_chip=chip.peak_bf16_flops, compile_seconds=seconds)
     if not fits:
         out["largest_arguments"] = largest_arguments(program)
+    if profile:
+        from trainer import hlo_profile
+
+        out["profile"] = hlo_profile.profile(compiled.as_text(), chip)
     return out
 
 
@@ -174,6 +179,10 @@ def table(r: dict) -> str:
                else "roofline (XLA's FLOPs at peak, or its bytes at HBM bandwidth)")
         lines.append(f"  step time, {how}: {r['estimated_step_seconds'] * 1e3:.2f} ms; projected MFU "
                      f"{r['projected_mfu']:.1%} of {r['peak_bf16_flops_per_chip'] / 1e12:.0f} TFLOP/s bf16 per chip")
+    if r.get("profile"):
+        from trainer import hlo_profile
+
+        lines.append(hlo_profile.table(r["profile"]))
     if r.get("compile_seconds") is not None:
         lines.append(f"  compiled in {r['compile_seconds']:.1f} s")
     if r.get("error"):

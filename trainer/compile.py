@@ -16,7 +16,9 @@ Flags: --gin_file / --gin.NAME=VALUE as for training (`--gin.BATCH_SIZE=...`,
 `--gin.Partitioner.mesh_shape=...`); --topology=NAME (`trainer.topology`: v4:4x4x4, v5e:16x16,
 v5p:8x8x8, v6e:4x4, ...; default: the config's TOPOLOGY macro) or --accelerator_type=TYPE (a
 Cloud TPU type, v5p-128, v5litepod-16: what `launch_tpu.sh compile` passes); --program=NAME (default
-`train`); --headroom=FRACTION of HBM kept free (default 0.1).  Needs libtpu (`pip install -e
+`train`); --headroom=FRACTION of HBM kept free (default 0.1); --profile: a roofline profile of
+the optimized HLO (`trainer.hlo_profile`: time by op kind and model scope, memory-bound shares,
+the top ops), printed and in the JSON under `profile`.  Needs libtpu (`pip install -e
 '.[tpu]'`).  Exit status 2: a bad flag, topology or mesh, or a step that does not fit (the largest
 buffers named).
 """
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
     cli.setup_logging()
     with cli.exit_on(flags_lib.FlagError, topology.TopologyError, CompileError, ValueError):
         flags = flags_lib.parse_argv(list(sys.argv[1:] if argv is None else argv),
-                                     own=("topology", "accelerator_type", "program", "headroom"))
+                                     own=("topology", "accelerator_type", "program", "headroom"),
+                                     switches=("profile",))
         if flags.help:
             print(__doc__)
             sys.exit(0)
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         program = program_for(flags.own.get("program", "train"), model, partitioner, batch_size)
         print(f"compiling the {program.name} step for {name} ({len(devices)} x {chip.device_kind}), "
               f"mesh {dict(partitioner.mesh.shape)} ...", file=sys.stderr, flush=True)
-    report = {"topology": name, **aot.analyse(program, chip, headroom)}
+    report = {"topology": name, **aot.analyse(program, chip, headroom, profile="profile" in flags.own)}
     print(aot.table(report))
     cli.print_json(report)
     if not report["fits"]:

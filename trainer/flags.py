@@ -39,8 +39,9 @@ class Flags:
     own: dict[str, str] = dataclasses.field(default_factory=dict)   # a binary's own --NAME=VALUE flags
 
 
-def parse_argv(argv: list[str], own: tuple[str, ...] = ()) -> Flags:
-    """The t5x flags, plus the binary's `own` ones (`--NAME=VALUE` for each NAME; `Flags.own`)."""
+def parse_argv(argv: list[str], own: tuple[str, ...] = (), switches: tuple[str, ...] = ()) -> Flags:
+    """The t5x flags, plus the binary's `own` ones (`--NAME=VALUE` for each NAME; `Flags.own`) and
+    its `switches` (`--NAME` alone; `Flags.own[NAME] = 'true'`)."""
     files, bindings, model_dir, want_help, mine = [], [], None, False, {}
     i = 0
     while i < len(argv):
@@ -64,13 +65,15 @@ def parse_argv(argv: list[str], own: tuple[str, ...] = ()) -> Flags:
             if not eq:
                 raise FlagError(f"{arg}: expected --gin.NAME=VALUE")
             bindings.append(f"{name[len('--gin.'):]} = {value}")
+        elif name[2:] in switches and name.startswith("--") and not eq:
+            mine[name[2:]] = "true"
         elif name[2:] in own and name.startswith("--"):
             if not eq:
                 raise FlagError(f"{arg}: expected {name}=VALUE")
             mine[name[2:]] = value
         else:
             known = ", ".join(["--gin_file", "--gin.NAME=VALUE", "--gin_bindings", "--model_dir",
-                               *(f"--{n}" for n in own)])
+                               *(f"--{n}" for n in own), *(f"--{n}" for n in switches)])
             raise FlagError(f"unknown flag {arg!r} (flags: {known})")
         i += 1
     return Flags(files, bindings, model_dir, want_help, mine)
