@@ -93,15 +93,25 @@ def parse(hlo_text: str) -> dict[str, list[dict]]:
 
 
 def _conv_flops(ins: dict, types: dict[str, str]) -> float:
-    """2 x output elements x (kernel elements / output features): each output sums over the rest."""
-    labels = re.search(r"dim_labels=\w+_(\w+)->", ins["attrs"])
-    kernel = _shapes(types.get(ins["operands"][1], "")) if len(ins["operands"]) > 1 else []
-    out = _shapes(ins["type"])
-    if not labels or not kernel or not out:
+    """2 x output elements x the taps each sums over: the kernel's input features times, per spatial
+    dimension, its window clipped to the input's extent.  (XLA:TPU writes a matmul's gradient as a
+    convolution whose window spans a zero-padded input: the padding taps do no work.)"""
+    labels = re.search(r"dim_labels=(\w+)_(\w+)->", ins["attrs"])
+    if not labels or len(ins["operands"]) < 2:
         return 0.0
-    k = kernel[0][1]
-    o = labels.group(1).index("o") if "o" in labels.group(1) else 0
-    return 2.0 * math.prod(out[0][1]) * math.prod(k) / max(k[o], 1)
+    lhs, kernel = (_shapes(types.get(o, "")) for o in ins["operands"][:2])
+    out = _shapes(ins["type"])
+    if not lhs or not kernel or not out:
+        return 0.0
+    lhs_labels, kernel_labels = labels.groups()
+    lhs_shape, kernel_shape = lhs[0][1], kernel[0][1]
+    if len(lhs_labels) != len(lhs_shape) or len(kernel_labels) != len(kernel_shape):
+        return 0.0
+    taps = kernel_shape[kernel_labels.index("i")]
+    for d, size in zip(kernel_labels, kernel_shape):
+        if d.isdigit() and d in lhs_labels:
+            taps *= min(size, lhs_shape[lhs_labels.index(d)])
+    return 2.0 * math.prod(out[0][1]) * taps
 
 
 def _dot_flops(ins: dict, types: dict[str, str]) -> float:

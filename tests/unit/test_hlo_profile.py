@@ -43,3 +43,19 @@ def test_elementwise_work_is_memory_bound():
 def test_text_without_an_entry_is_refused():
     with pytest.raises(ValueError, match="ENTRY"):
         hlo_profile.profile("HloModule empty\n", CHIP)
+
+
+# XLA:TPU's gradient of `einsum('ble,ehd->bhld')` for the weight: a convolution whose 12-wide
+# window spans an input of extent 1 padded by 11 on each side (taken from a compiled program).
+_TPU_GRADIENT = """HloModule grad
+ENTRY %main (p0: bf16[64,128,768,1], p1: bf16[12,64,64,128]) -> bf16[768,12,64,1] {
+  %p0 = bf16[64,128,768,1]{2,1,0,3} parameter(0)
+  %p1 = bf16[12,64,64,128]{3,1,2,0} parameter(1)
+  ROOT %convolution.5 = bf16[768,12,64,1]{0,2,3,1} convolution(%p0, %p1), window={size=12x64 pad=11_11x0_0 rhs_reversal=1x0}, dim_labels=1fb0_0o1i->b0f1, metadata={op_name="jit(f)/transpose(jvp(ble,ehd->bhld))/dot_general"}
+}
+"""
+
+
+def test_a_padded_window_counts_only_the_taps_over_the_input():
+    p = hlo_profile.profile(_TPU_GRADIENT, CHIP)
+    assert p["matmul_flops"] == 2 * 768 * 12 * 64 * (64 * 128)   # 2 e h d x (b l), not x the 12-wide window
