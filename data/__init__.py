@@ -7,5 +7,6 @@ Text: `weak_text.py` + `text_filter.py` (+ its labelled set), `vocab.py` (WordPi
 seqio: `tasks.py` (every task, registered from frozen settings), `preprocessors.py`,
 `feature_converters.py`.  Pseudo-labels at training time: `embedding_store.py` (embedding shards),
 `matching.py` (exact top-K, the inverse-frequency draw), `pseudo_label_index.py` (a built folder in
-memory).  Binaries: `build_corpus`, `ingest`, `train_vocab`, `evaluate_text_filter`.
+memory).  Noise2Music's precomputed T5 embeddings per text: `text_embeddings.py`.
+Binaries: `build_corpus`, `ingest`, `train_vocab`, `evaluate_text_filter`.
 """

@@ -9,7 +9,8 @@ import tensorflow as tf
 @gin.register
 class AudioTextFeatureConverter(seqio.FeatureConverter):
     """`audio` [T] float32 (T = `task_feature_lengths['audio']`, checked against the crop) and `text_tokens` padded with 0 ([PAD]) to
-    `task_feature_lengths['text_tokens']`; a `text_mask` (1 = real token) is added. No packing."""
+    `task_feature_lengths['text_tokens']`; a `text_mask` (1 = real token) is added; a task's
+    precomputed `text_embeddings` [L, D] pass through. No packing."""
 
     TASK_FEATURES = {
         "audio": seqio.FeatureConverter.FeatureSpec(dtype=tf.float32, rank=1),
@@ -27,6 +28,12 @@ class AudioTextFeatureConverter(seqio.FeatureConverter):
             raise ValueError("AudioTextFeatureConverter does not pack")
         super().__init__(pack=False, **kwargs)
 
+    def __call__(self, ds, task_feature_lengths):
+        if "text_embeddings" in ds.element_spec:   # a seqio pass-through feature of the text's length
+            self._passthrough_features = {"text_embeddings": seqio.FeatureConverter.FeatureSpec(tf.float32, rank=2)}
+            task_feature_lengths = {**task_feature_lengths, "text_embeddings": task_feature_lengths["text_tokens"]}
+        return super().__call__(ds, task_feature_lengths)
+
     def _convert_features(self, ds, task_feature_lengths):
         length = task_feature_lengths["text_tokens"]
         audio_len = task_feature_lengths["audio"]
@@ -37,12 +44,16 @@ class AudioTextFeatureConverter(seqio.FeatureConverter):
                 message=f"task_feature_lengths['audio']={audio_len} differs from the task's audio crop length")
             tokens = ex["text_tokens"][:length]
             n = tf.shape(tokens)[0]
-            return {"audio": ex["audio"],
-                    "text_tokens": tf.pad(tokens, [[0, length - n]]),
-                    "text_mask": tf.pad(tf.ones([n], tf.int32), [[0, length - n]])}
+            out = {"audio": ex["audio"],
+                   "text_tokens": tf.pad(tokens, [[0, length - n]]),
+                   "text_mask": tf.pad(tf.ones([n], tf.int32), [[0, length - n]])}
+            if "text_embeddings" in ex:   # precomputed, already [length, D] (data.text_embeddings)
+                out["text_embeddings"] = ex["text_embeddings"]
+            return out
 
         return ds.map(conv, num_parallel_calls=tf.data.AUTOTUNE)
 
     def get_model_feature_lengths(self, task_feature_lengths):
         return {"audio": task_feature_lengths.get("audio"), "text_tokens": task_feature_lengths["text_tokens"],
-                "text_mask": task_feature_lengths["text_tokens"]}
+                "text_mask": task_feature_lengths["text_tokens"],
+                **{k: task_feature_lengths[k] for k in self._passthrough_features}}

@@ -70,6 +70,7 @@ def random_crop(seconds: float = 10.0, model_rate: int = 16000):
         ex["audio"] = crop_and_resample(ex["audio"], sr, seconds=seconds, model_rate=model_rate, start=start)
         return ex
 
+    fn.audio_only = True   # changes no text (data.tasks.text_options skips it)
     return fn
 
 
@@ -95,6 +96,21 @@ def drop_silent(dataset, peak: float = 3e-5):
     return dataset.filter(keep)
 
 
+drop_silent.audio_only = True
+
+
+def text_pool(ex, filter_text: bool = True):
+    """Every weak text of an example (after the filter when `filter_text`): (texts [M], sources [M])."""
+    texts, srcs = [], []
+    for i, s in enumerate(SOURCES):
+        t = ex[f"text_{s}"]
+        if filter_text:
+            t = tf.boolean_mask(t, tf.cast(ex[f"ok_{s}"], tf.int64) > 0)
+        texts.append(t)
+        srcs.append(tf.fill(tf.shape(t), i))
+    return tf.concat(texts, 0), tf.concat(srcs, 0)
+
+
 def choose_text(weights=DEFAULT_TEXT_WEIGHTS, filter_text: bool = True, output_key: str = "text"):
     """Draws one text per example: a source with probability proportional to `weights` among
     the sources that have text (after the filter when `filter_text`), then a text of that source
@@ -105,14 +121,7 @@ def choose_text(weights=DEFAULT_TEXT_WEIGHTS, filter_text: bool = True, output_k
 
     @seqio.map_over_dataset(num_seeds=2)
     def fn(ex, seeds):
-        texts, srcs = [], []
-        for i, s in enumerate(SOURCES):
-            t = ex[f"text_{s}"]
-            if filter_text:
-                t = tf.boolean_mask(t, tf.cast(ex[f"ok_{s}"], tf.int64) > 0)
-            texts.append(t)
-            srcs.append(tf.fill(tf.shape(t), i))
-        texts, srcs = tf.concat(texts, 0), tf.concat(srcs, 0)
+        texts, srcs = text_pool(ex, filter_text)
         counts = tf.math.bincount(srcs, minlength=len(SOURCES), maxlength=len(SOURCES))
         logits = tf.where((counts > 0) & (w > 0), tf.math.log(tf.maximum(w, 1e-9)), -1e9)
         src = tf.cast(tf.random.stateless_categorical(logits[None], 1, seeds[0])[0, 0], tf.int32)
@@ -124,6 +133,11 @@ def choose_text(weights=DEFAULT_TEXT_WEIGHTS, filter_text: bool = True, output_k
         ex["text_source"] = tf.where(n > 0, src, -1)
         return ex
 
+    def options(ex):   # every text `fn` can draw (data.tasks.text_options)
+        texts, srcs = text_pool(ex, filter_text)
+        return tf.boolean_mask(texts, tf.gather(w, srcs) > 0)
+
+    fn.text_options = options
     return fn
 
 
@@ -257,4 +271,5 @@ def choose_pseudo_label_text(output_key: str = "text"):
         ex[output_key] = tf.cond(n > 0, lambda: opts[tf.minimum(i, n - 1)], lambda: tf.constant(""))
         return ex
 
+    fn.text_options = lambda ex: ex["pl_options"]   # every text `fn` can draw (data.tasks.text_options)
     return fn

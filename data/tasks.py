@@ -33,6 +33,11 @@ Tasks (`TASKS`), on the weakly associated text or the MuLan pseudo-labels of a c
   step (`choose_pseudo_label_text`); same features.
 * `n2m_pseudo_labels_and_weak_text`: a mixture of the two at `mixture_rates`.
 
+With `text_embeddings` (a store built by `python -m noise2music.embed_texts`, the macro
+TEXT_EMBEDDINGS) the `n2m_` tasks also give each example its text's precomputed encoder output
+`text_embeddings` [L, D] (`data.text_embeddings.lookup`).  `text_options` lists every text a
+task can draw for a clip: what that store must hold.
+
 A crop at a rate other than 16 kHz reads the corpus's `records_<rate>/` (super-resolution's 24 kHz).
 Per-host sharding is the trainer's (`SeqioData` passes the partitioner's `ShardInfo`).
 """
@@ -45,7 +50,7 @@ import gin
 import seqio
 import tensorflow as tf
 
-from data import paths, preprocessors, records
+from data import paths, preprocessors, records, text_embeddings as text_embeddings_lib
 from data.preprocessors import MatchPseudoLabels, PseudoLabelMatching
 from data.vocab import BertWordPieceVocabulary
 
@@ -80,8 +85,11 @@ def _add(name: str, source, preprocessors_: list, output_features: dict) -> str:
 
 
 def register_audio_text(name: str, source, crop, choose: list, keys: Sequence[str],
-                        vocabulary: seqio.Vocabulary) -> str:
-    """A train task: crop, drop silence, one text per clip per step (`choose`), the vocabulary's tokens."""
+                        vocabulary: seqio.Vocabulary, text_embeddings: str | None = None) -> str:
+    """A train task: crop, drop silence, one text per clip per step (`choose`), the vocabulary's
+    tokens, and with `text_embeddings` (a store folder) the text's precomputed encoder output."""
+    lookup = [text_embeddings_lib.lookup(text_embeddings)] if text_embeddings else []
+    keys = list(keys) + (["text_embeddings"] if text_embeddings else [])
     return _add(name, source, [
         preprocessors.densify_dataset,
         crop,
@@ -90,8 +98,42 @@ def register_audio_text(name: str, source, crop, choose: list, keys: Sequence[st
         preprocessors.drop_empty_text,
         preprocessors.tokenize("text", "text_tokens"),
         seqio.preprocessors.append_eos_after_trim,
-        preprocessors.select(list(keys)),
+        *lookup,
+        preprocessors.select(keys),
     ], _features(vocabulary))
+
+
+def text_options(task_name: str, split: str = "train", sequence_length: dict | None = None) -> tf.data.Dataset:
+    """Every text the registered task (or each task of the mixture) `task_name` can draw, with its
+    tokens: a dataset of {'text', 'text_tokens'}, a clip's options in turn (repeats included).
+
+    The task's own preprocessors make them: those before its text choice (the crop and the silence
+    filter, which only drop clips, are skipped), then instead of the choice every option the choice
+    draws from (its `text_options`), then the task's own filter, tokenizer and EOS."""
+    mot = seqio.get_mixture_or_task(task_name)
+    tasks = mot.tasks if isinstance(mot, seqio.Mixture) else [mot]
+    parts = []
+    for task in tasks:
+        preps = list(task.preprocessors)
+        pick = [i for i, p in enumerate(preps) if hasattr(p, "text_options")]
+        if not pick:
+            raise ValueError(f"task {task.name!r} has no text choice with `text_options` (data.preprocessors)")
+        kw = dict(sequence_length=sequence_length, output_features=task.output_features)
+        ds = task.source.get_dataset(split, shuffle=False)
+        for p in preps[:pick[0]]:
+            if not getattr(p, "audio_only", False):
+                ds = seqio.utils.add_kwargs_to_transform(p, **kw)(ds)
+        ds = ds.flat_map(lambda ex, f=preps[pick[0]].text_options: tf.data.Dataset.from_tensor_slices(
+            {"text": f(ex)}))
+        for p in preps[pick[0] + 1:]:
+            ds = seqio.utils.add_kwargs_to_transform(p, **kw)(ds)
+            if p is seqio.preprocessors.append_eos_after_trim:
+                break
+        parts.append(ds)
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.concatenate(p)
+    return out
 
 
 def register_eval(name: str, corpus_dir: str) -> str:
@@ -108,7 +150,7 @@ def register_eval(name: str, corpus_dir: str) -> str:
 def corpus_task(name: str = "mulan_weak_text", *, corpus_dir: str | None = None, audio_samples: int = 160000,
                 sample_rate: int = MODEL_RATE, text_weights: Sequence[float] = preprocessors.DEFAULT_TEXT_WEIGHTS,
                 vocabulary: seqio.Vocabulary | None = None, pseudo_labels: PseudoLabelMatching | None = None,
-                mixture_rates: tuple[float, float] = (1.0, 1.0)) -> str:
+                mixture_rates: tuple[float, float] = (1.0, 1.0), text_embeddings: str | None = None) -> str:
     """Registers the task (or mixture) `name` of `TASKS` on the corpus at `corpus_dir` from these
     settings, and returns `name` (see the module doc).
 
@@ -119,6 +161,8 @@ def corpus_task(name: str = "mulan_weak_text", *, corpus_dir: str | None = None,
       pseudo_labels: the inline matcher's settings (the pseudo-label tasks; gin
         `datasets/pseudo_labels.gin`).
       mixture_rates: (pseudo-labels, weak text) of `n2m_pseudo_labels_and_weak_text`.
+      text_embeddings: a store of precomputed text-encoder outputs for the `n2m_` tasks (the macro
+        TEXT_EMBEDDINGS; `data.text_embeddings`).
     """
     if name not in TASKS:
         raise ValueError(f"corpus_task.name={name!r} (the TASK macro): one of {TASKS}, or name your own task "
@@ -131,17 +175,20 @@ def corpus_task(name: str = "mulan_weak_text", *, corpus_dir: str | None = None,
     crop = preprocessors.random_crop(audio_samples / sample_rate, sample_rate)
     weak = [preprocessors.choose_text(tuple(text_weights), filter_text=name != "mulan_weak_text_unfiltered")]
     if name.startswith("mulan_"):
+        if text_embeddings:
+            raise ValueError(f"corpus_task.text_embeddings (TEXT_EMBEDDINGS) is for the Noise2Music tasks, not {name!r}")
         return register_audio_text(name, source, crop, weak, _TRAIN_KEYS["mulan"], vocabulary)
+    n2m = dict(keys=_TRAIN_KEYS["n2m"], vocabulary=vocabulary, text_embeddings=text_embeddings)
     if name == "n2m_weak_text":
-        return register_audio_text(name, source, crop, weak, _TRAIN_KEYS["n2m"], vocabulary)
+        return register_audio_text(name, source, crop, weak, **n2m)
     if pseudo_labels is None or not pseudo_labels.labels_dir:
         raise ValueError(f"task {name!r} reads MuLan pseudo-labels: add --gin_file=datasets/pseudo_labels.gin and "
                          f"bind PSEUDO_LABELS_DIR to a folder built by `python -m pseudo_labels.label`")
     pl = [MatchPseudoLabels(pseudo_labels), preprocessors.choose_pseudo_label_text()]
-    register_audio_text("n2m_pseudo_labels", source, crop, pl, _TRAIN_KEYS["n2m"], vocabulary)
+    register_audio_text("n2m_pseudo_labels", source, crop, pl, **n2m)
     if name == "n2m_pseudo_labels":
         return name
-    register_audio_text("n2m_weak_text", source, crop, weak, _TRAIN_KEYS["n2m"], vocabulary)
+    register_audio_text("n2m_weak_text", source, crop, weak, **n2m)
     seqio.MixtureRegistry.remove(name)
     seqio.MixtureRegistry.add(name, [("n2m_pseudo_labels", float(mixture_rates[0])),
                                      ("n2m_weak_text", float(mixture_rates[1]))])

@@ -17,8 +17,10 @@ jitted step:
   `rate` and stacked with x_t as input channels; vocoder: the clip's log-mel is added at the
   bottom of the U (`UNet1D(bottom=...)`); in training both are augmented (docs/PAPERS.md §2.2:
   blur and noise at s ~ U[0, cond_t_max]);
-* the text goes through the frozen T5 encoder (a stop-gradient) and is dropped for `text_drop` of
-  the examples by zeroing the cross-attention outputs;
+* the text goes through the frozen T5 encoder (a stop-gradient), or with `text_embeddings` (a
+  store of precomputed encoder outputs, `data.text_embeddings`) the batch brings them as
+  `text_embeddings` [B, L, D] and the step runs no encoder; it is dropped for `text_drop` of the
+  examples by zeroing the cross-attention outputs;
 * t ~ U[0, 1]; loss E[w_t ||target - prediction||^2] over the valid (unpadded) positions.
 
 Lengths the U-Net cannot divide: a length that is not a multiple of prod(strides) is **padded at
@@ -101,6 +103,11 @@ class Noise2MusicModel(BaseModel):
       text_checkpoint: a Hugging Face T5 (v1.1) encoder checkpoint (a folder with
         `model.safetensors`, or the file) loaded into the frozen encoder when a run starts; it
         must have been trained with `vocabulary`'s SentencePiece model (`noise2music.t5.load_hf_t5`).
+      text_embeddings: a store of the encoder's outputs for every training text (the macro
+        TEXT_EMBEDDINGS, built by `python -m noise2music.embed_texts`; the task reads it too): the
+        train step takes the batch's `text_embeddings` instead of running T5, as the paper does.  The
+        run keeps the frozen encoder for its prompts (sampling); at a fresh start its parameters, the
+        vocabulary and the text length are checked against the store's.
       dtype / param_dtype: the U-Net's and text encoder's compute dtype and the parameters' dtype,
         'float32' or 'bfloat16' (layers/precision.py); the prediction, the loss and the sampler
         stay float32.
@@ -114,12 +121,17 @@ class Noise2MusicModel(BaseModel):
                  weighting: str = "simple", text_drop: float = 0.1, cond_t_max: float = 0.5,
                  cond_blur: str | None = "1d", cond_blur_sigma: tuple[float, float] = (0.1, 5.0),
                  cond_blur_size: int = 10, mel: MelSpec = MelSpec(), vocabulary=None,
-                 text_checkpoint: str | None = None, dtype: str = "float32", param_dtype: str = "float32"):
+                 text_checkpoint: str | None = None, text_embeddings: str | None = None, dtype: str = "float32",
+                 param_dtype: str = "float32"):
         self.spec = sp = stage_spec(stage)
         self.vocabulary, self.text_checkpoint = vocabulary, text_checkpoint
         if text_checkpoint and text_encoder is None:
             raise ValueError(f"Noise2MusicModel.text_checkpoint={text_checkpoint!r}, but stage {stage!r} has no text "
                              f"encoder")
+        if text_embeddings and text_encoder is None:
+            raise ValueError(f"Noise2MusicModel.text_embeddings={text_embeddings!r} (TEXT_EMBEDDINGS), but stage "
+                             f"{stage!r} has no text encoder")
+        self.text_embeddings = text_embeddings
         if text_encoder is not None and text_encoder.vocab_size is None:
             if vocabulary is None:
                 raise ValueError("T5Config.vocab_size=None takes the size of Noise2MusicModel.vocabulary, "
@@ -173,7 +185,21 @@ class Noise2MusicModel(BaseModel):
         return self.net.text is not None
 
     def load_pretrained(self, params, shardings):
-        """Fresh-run hook: checks the tokens fit the T5 embedding, and loads `text_checkpoint`."""
+        """Fresh-run hook: checks the tokens fit the T5 embedding, loads `text_checkpoint`, and
+        checks a `text_embeddings` store was made by this encoder."""
+        params = self.load_text_encoder(params, shardings)
+        if self.text_embeddings:
+            from data import text_embeddings
+
+            text_embeddings.Store.open(self.text_embeddings).check(
+                text_length=self.text_length, d_model=self.net.text.d_model,
+                vocabulary_file=getattr(self.vocabulary, "sentencepiece_model_file", None),
+                fingerprint=text_embeddings.fingerprint(params["text_encoder"]),
+                what="Noise2MusicModel.text_embeddings (TEXT_EMBEDDINGS)")
+        return params
+
+    def load_text_encoder(self, params, shardings):
+        """Checks the tokens fit the T5 embedding and loads `text_checkpoint` into `params`."""
         if not self.has_text:
             return params
         if self.vocabulary is not None and int(self.vocabulary.vocab_size) > self.net.text.vocab_size:
@@ -239,9 +265,13 @@ class Noise2MusicModel(BaseModel):
 
     # -- BaseModel ---------------------------------------------------------------
     def batch_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
-        return {"audio": jax.ShapeDtypeStruct((batch_size, self.audio_samples), jnp.float32),
+        spec = {"audio": jax.ShapeDtypeStruct((batch_size, self.audio_samples), jnp.float32),
                 "text_tokens": jax.ShapeDtypeStruct((batch_size, self.text_length), jnp.int32),
                 "text_mask": jax.ShapeDtypeStruct((batch_size, self.text_length), jnp.int32)}
+        if self.text_embeddings:
+            spec["text_embeddings"] = jax.ShapeDtypeStruct((batch_size, self.text_length, self.net.text.d_model),
+                                                           jnp.float32)
+        return spec
 
     def _inputs(self, batch, rng, train: bool):
         b = batch["audio"].shape[0]
@@ -270,7 +300,12 @@ class Noise2MusicModel(BaseModel):
         t = jax.random.uniform(jax.random.fold_in(rng, 3), (b,))
         eps = jax.random.normal(jax.random.fold_in(rng, 4), x.shape)
         x_t = diffusion.q_sample(self.schedule, x, t, eps)
-        pred = self.net.apply({"params": params}, x_t, t, batch["text_tokens"], batch["text_mask"], drop, cond, bottom)
+        if self.text_embeddings:
+            emb = batch["text_embeddings"].astype(self.net.dtype)   # what the encoder gives, in its dtype
+            pred = self.denoise(params, x_t, t, emb, batch["text_mask"], drop, cond, bottom)
+        else:
+            pred = self.net.apply({"params": params}, x_t, t, batch["text_tokens"], batch["text_mask"], drop, cond,
+                                  bottom)
         valid = (jnp.arange(x.shape[1]) < self.length).astype(jnp.float32)
         per = diffusion.diffusion_loss(self.schedule, pred, x, eps, t, self.parameterization, self.weighting,
                                        mask=None if self.padded == self.length else valid)
