@@ -1,7 +1,8 @@
 """Compiles every recipe (configs/recipes/*.gin: a paper-size config with the mesh, batch, remat
 and dtypes chosen for one TPU slice) ahead of time with `trainer.compile`, on this host, and
-prints the projected-cost table: HBM per device, XLA's estimated step time, projected MFU, steps
-per day and days to the paper's step count.  All figures are XLA's estimates from ahead-of-time
+prints the projected-cost table: HBM per device, XLA's estimated step time (or, where XLA gives
+none, e.g. for v6e programs with an FFT, the roofline estimate, marked "(roofline)"), projected MFU,
+steps per day and days to the paper's step count.  All figures are XLA's estimates from ahead-of-time
 compilation, not measurements on a TPU.
 
     python benchmarks/recipes.py                                  # every recipe (~1-2 h on 2 cores)
@@ -61,7 +62,8 @@ def row(name: str, r: dict) -> dict:
             "global_batch": r["global_batch"], "fits": r["fits"],
             "hbm_gib_per_device": round(r["hbm_bytes_per_device"] / 2 ** 30, 2) if r.get("hbm_bytes_per_device") else None,
             "hbm_gib_capacity": round(r["hbm_capacity_bytes"] / 2 ** 30, 2),
-            "step_ms": round(est * 1e3, 1) if est else None, "projected_mfu": round(r["projected_mfu"], 3) if est else None,
+            "step_ms": round(est * 1e3, 1) if est else None, "step_time_source": r.get("step_time_source"),
+            "projected_mfu": round(r["projected_mfu"], 3) if est else None,
             "steps_per_day": round(86400 / est) if est else None,
             "paper_steps": steps, "days_to_paper_steps": round(steps * est / 86400, 2) if est and steps else None,
             "compile_seconds": round(r.get("compile_seconds") or 0, 1)}
@@ -73,8 +75,9 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         mesh = ", ".join(str(v) for v in r["mesh"].values())
         days = f"{r['days_to_paper_steps']:.1f} ({r['paper_steps'] // 1000}k)" if r["days_to_paper_steps"] else "-"
+        roofline = " (roofline)" if r.get("step_time_source") == "roofline" else ""
         out.append(f"| {r['recipe']} | {r['topology']} ({r['chips']} chips) | {mesh} | {r['global_batch']} | "
-                   f"{r['hbm_gib_per_device']} of {r['hbm_gib_capacity']} GiB | {r['step_ms']} ms | "
+                   f"{r['hbm_gib_per_device']} of {r['hbm_gib_capacity']} GiB | {r['step_ms']} ms{roofline} | "
                    f"{r['projected_mfu']:.0%} | {r['steps_per_day']:,} | {days} |")
     return "\n".join(out)
 
@@ -87,10 +90,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per recipe")
     a = ap.parse_args(argv)
     names = recipes(a.only)
-    rows = []
+    rows, failed = [], {}
     for i, name in enumerate(names):
         print(f"[recipes] {i + 1}/{len(names)}: compiling {name} ...", file=sys.stderr, flush=True)
-        r = row(name, compile_recipe(name, a.timeout))
+        try:
+            r = row(name, compile_recipe(name, a.timeout))
+        except (RuntimeError, subprocess.TimeoutExpired) as e:   # one recipe's failure does not lose the others
+            failed[name] = str(e)[-300:]
+            print(f"[recipes] {name} FAILED: {str(e)[:2000]}", file=sys.stderr, flush=True)
+            continue
         rows.append(r)
         print(f"[recipes] {name}: {r['hbm_gib_per_device']} GiB per device, {r['step_ms']} ms, MFU "
               f"{r['projected_mfu']}, compiled in {r['compile_seconds']} s", file=sys.stderr, flush=True)
@@ -98,7 +106,8 @@ def main(argv=None) -> dict:
     if a.write_golden:
         golden = json.load(open(GOLDEN)) if os.path.exists(GOLDEN) else {}
         golden.update({r["recipe"]: {k: r[k] for k in ("topology", "mesh", "global_batch", "hbm_gib_per_device",
-                                                        "step_ms", "projected_mfu")} for r in rows})
+                                                        "step_ms", "step_time_source", "projected_mfu")}
+                       for r in rows})
         with open(GOLDEN, "w") as f:
             json.dump(dict(sorted(golden.items())), f, indent=1)
             f.write("\n")
@@ -107,8 +116,10 @@ def main(argv=None) -> dict:
         with open(a.out, "w") as f:
             json.dump(rows, f, indent=1)
         print(f"[recipes] rows written to {a.out}", file=sys.stderr)
-    result = {"recipes": rows}
+    result = {"recipes": rows, "failed": failed}
     print(json.dumps(result))
+    if failed:
+        sys.exit(f"[recipes] {len(failed)} recipe(s) failed to compile: {sorted(failed)}")
     return result
 
 

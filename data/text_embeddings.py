@@ -12,7 +12,8 @@ Noise2Music model takes the rows as `text_embeddings` instead of encoding `text_
     DIR/tokens.npy         [N, L] int32, the task's tokens of each text (pieces + EOS, 0-padded)
     DIR/embeddings.npy     [N, L, D] (float16 or float32), the encoder's output on those tokens
 
-A store is written into a temporary folder and renamed into place whole, so a reader sees the old
+The store is a local folder (its rows are memory-mapped; on a pod, one copy per host).  A store is
+written into a temporary folder and renamed into place whole, so a reader sees the old
 store or the new one.  What the task emits is checked against it per example: a text that is not in
 the store, or whose tokens differ from the stored ones (another vocabulary or text length), stops
 the input pipeline with a message naming the store and the text.  At a fresh start the model checks
@@ -42,6 +43,8 @@ def file_sha256(path: str) -> str:
 
 def write(out: str, texts: list[str], tokens: np.ndarray, embeddings: np.ndarray, manifest: dict) -> str:
     """Writes a store at `out` (replacing one there) from texts [N], tokens [N, L], embeddings [N, L, D]."""
+    if "://" in out:
+        raise ValueError(f"--out={out}: write the text-embedding store to a local folder, then copy it to each host")
     if not (len(texts) == len(tokens) == len(embeddings)):
         raise ValueError(f"{out}: {len(texts)} texts, {len(tokens)} token rows, {len(embeddings)} embedding rows")
     if len(set(texts)) != len(texts):
@@ -85,6 +88,9 @@ class Store:
 
     @classmethod
     def open(cls, path: str) -> "Store":
+        if "://" in path:
+            raise ValueError(f"{path}: a text-embedding store is read memory-mapped from a local (or FUSE-mounted) "
+                             f"folder; copy it to every host (`gsutil -m cp -r {path} /local/dir`) and name that")
         path = os.path.abspath(path)
         man = os.path.join(path, MANIFEST)
         if not os.path.exists(man):

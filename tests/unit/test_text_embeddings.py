@@ -29,6 +29,8 @@ def test_a_store_reads_back_what_was_written_and_a_rewrite_replaces_it_whole(tmp
 
 
 def test_a_missing_damaged_or_mismatched_store_is_named(tmp_path):
+    with pytest.raises(ValueError, match="local"):
+        text_embeddings.Store.open("gs://bucket/store")
     with pytest.raises(FileNotFoundError, match="noise2music.embed_texts"):
         text_embeddings.Store.open(str(tmp_path / "none"))
     path, *_ = _write(tmp_path / "s", fingerprint={"a": [1.0, 2.0]})
