@@ -52,7 +52,8 @@ def write(out: str, texts: list[str], tokens: np.ndarray, embeddings: np.ndarray
     dtype = manifest.get("dtype", "float32")
     if dtype not in DTYPES:
         raise ValueError(f"text-embedding dtype {dtype!r}: one of {DTYPES}")
-    emb = np.asarray(embeddings).astype(dtype)
+    with np.errstate(over="ignore"):   # an overflow is caught just below, naming the store
+        emb = np.asarray(embeddings).astype(dtype)
     if not np.isfinite(emb).all():
         raise ValueError(f"{out}: the embeddings are not finite in {dtype} (choose float32)")
     out = os.path.abspath(out)
