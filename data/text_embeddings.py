@@ -1,4 +1,4 @@
-"""Precomputed text-encoder embeddings, one row per distinct training text (docs/PAPERS.md §2.3).
+"""Precomputed text-encoder embeddings, one row per distinct training text (docs/PAPERS.md §2.2).
 
 The paper precomputes the frozen T5 encoder's outputs for its captions instead of running T5 in
 every train step.  A store is built once per (stage config, task, corpus) by

@@ -1,7 +1,7 @@
 """`python -m noise2music.embed_texts --gin_file=noise2music/STAGE.gin [--gin.NAME=VALUE ...] [--out=DIR]`.
 
 Precomputes the frozen T5 encoder's output for every text the stage's task can draw (the paper's
-way: docs/PAPERS.md §2.3), into a store (`data.text_embeddings`) that a run then reads with
+way: docs/PAPERS.md §2.2), into a store (`data.text_embeddings`) that a run then reads with
 `--gin.TEXT_EMBEDDINGS="'DIR'"`: its train step takes the stored rows instead of running T5.
 
 The texts are the task's own (`data.tasks.text_options`: every weak text, or every pseudo-label
