@@ -60,3 +60,18 @@ def check_writable(directory: epath.Path, setting: str) -> None:
         raise PathError(f"{setting}={directory}: cannot write there ({type(e).__name__}: {first}); is the bucket "
                         f"there and writable with this machine's credentials?" if is_remote(directory) else
                         f"{setting}={directory}: cannot write there ({type(e).__name__}: {first})") from None
+
+
+def write_text_atomic(path: epath.Path, text: str) -> None:
+    """`path` holds `text` whole or keeps what it held: locally a temporary file beside it renamed
+    over it; in a bucket one object write (objects are replaced whole)."""
+    if is_remote(path):
+        path.write_text(text)
+        return
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

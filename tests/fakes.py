@@ -81,7 +81,7 @@ def fake_run(root, config_gin: str, params, step: int = 1, ema_params=None) -> s
     state = TrainState(step=jnp.asarray(step, jnp.int32), params=jax.tree.map(jnp.asarray, params), opt_state=None,
                        rng=jax.random.PRNGKey(0),
                        ema_params=None if ema_params is None else jax.tree.map(jnp.asarray, ema_params))
-    ckpt = Checkpointer(root, CheckpointConfig(async_save=False))
+    ckpt = Checkpointer(root, CheckpointConfig(async_save=False), run_config=config_gin)
     ckpt.save(step, state, IndexedIterator(lambda idx: {}, DataLayout(1, 1, 0, 1)))
     ckpt.close()
     return root

@@ -1,11 +1,11 @@
-"""A training run loaded for inference: its model rebuilt from its own `config.gin` and its
-parameters (EMA where the run kept them) restored through the run's `Checkpointer`.
+"""A training run loaded for inference: its model rebuilt from the config saved with the step it
+loads and its parameters (EMA where the run kept them) restored through the run's `Checkpointer`.
 
     run = restore.load(model_dir, expect=MulanModel)          # newest step, EMA weights
     run.model, run.params, run.partitioner, run.step, run.which, run.checkpoint
 
-Used by `mulan.inference` and `noise2music.cascade`.  The run's `config.gin` names the modules
-that register its configurables (gin `import` lines), so nothing has to be imported first.  No
+Used by `mulan.inference` and `noise2music.cascade`.  The config names the modules that register
+its configurables (gin `import` lines), so nothing has to be imported first.  No
 optimizer state is read.  Parameters are laid out on a mesh (default: all devices on 'fsdp', the
 run's own logical axis rules).  The run may be local or in a bucket (`gs://`, common/paths.py);
 with frozen parameters (`train.frozen`) the EMA is merged over them.
@@ -28,7 +28,7 @@ import configs
 from common import paths
 from trainer import flags as flags_lib
 from trainer import frozen as frozen_lib
-from trainer.checkpoints import Checkpointer
+from trainer.checkpoints import INTEGRITY_FILE, Checkpointer, CheckpointRestoreError
 from trainer.partitioning import Partitioner
 from trainer.train_state import abstract_state
 
@@ -106,19 +106,49 @@ class LoadedRun:
 
 def load(model_dir: str, *, expect: type, step: int | None = None, use_ema: bool = True,
          bindings: Sequence[str] = (), mesh_shape: Sequence[int] = (1, -1, 1)) -> LoadedRun:
+    """The run's newest intact step (or `step`), its model rebuilt from the config saved with that
+    step (`checkpoints/<step>/config/config.gin`; the run's `config.gin` for steps saved before
+    configs were).  A newest step that fails its integrity check (`trainer.checkpoints`), or an
+    unverified one that does not restore, is passed over with a warning for the next older one;
+    a named `step` that fails is an error."""
     run_dir = paths.resolve(model_dir)        # local or gs:// (common/paths.py)
-    model_dir, config = str(run_dir), run_dir / "config.gin"
-    if not config.exists():
-        raise ModelDirError(f"{config}: missing (is {model_dir} a training run's --model_dir?).")
+    model_dir, run_config = str(run_dir), run_dir / "config.gin"
     if not (run_dir / "checkpoints").is_dir():
+        if not run_config.exists():
+            raise ModelDirError(f"{run_config}: missing (is {model_dir} a training run's --model_dir?).")
         raise ModelDirError(f"{model_dir}/checkpoints: no complete checkpoint to load.")
     ckpt = Checkpointer(model_dir, read_only=True)
-    latest = ckpt.latest_step()
-    if latest is None:
+    steps = ckpt.all_steps()
+    if not steps:
         raise ModelDirError(f"{ckpt.directory}: no complete checkpoint to load.")
-    step = latest if step is None else step
-    if step not in ckpt.all_steps():
-        raise ModelDirError(f"{ckpt.step_dir(step)}: no checkpoint at step {step} (have: {ckpt.all_steps()}).")
+    if step is not None and step not in steps:
+        raise ModelDirError(f"{ckpt.step_dir(step)}: no checkpoint at step {step} (have: {steps}).")
+    failures = []
+    for s in [step] if step is not None else reversed(steps):
+        damage = ckpt.check(s)
+        if damage:
+            failures.append(f"{ckpt.step_dir(s)} fails its integrity check: {damage}")
+        else:
+            try:
+                run = _load_step(ckpt, s, expect, use_ema, bindings, mesh_shape, run_config)
+            except CheckpointRestoreError as e:
+                if (ckpt.step_dir(s) / INTEGRITY_FILE).exists() and ckpt.verify:
+                    raise ModelDirError(str(e)) from e      # Intact: the config is at fault.
+                failures.append(str(e))
+            else:
+                ckpt.close()
+                return run
+        if step is None:
+            log.warning("%s; trying an older step.", failures[-1])
+    ckpt.close()
+    raise ModelDirError(f"{model_dir}: no step could be loaded:\n" + "\n".join(failures))
+
+
+def _load_step(ckpt: Checkpointer, step: int, expect: type, use_ema: bool, bindings: Sequence[str],
+               mesh_shape: Sequence[int], run_config: Any) -> LoadedRun:
+    config = ckpt.config_path(step) or run_config
+    if not config.exists():
+        raise ModelDirError(f"{config}: missing (is {ckpt.run_dir} a training run's --model_dir?).")
     model, rules, has_ema, frozen = model_from_config(config, expect, bindings)
     partitioner = Partitioner(mesh_shape=tuple(mesh_shape), **({"logical_axis_rules": rules} if rules else {}))
     abstract = abstract_state(model, partitioner, batch_size=1, frozen=frozen).abstract.params
@@ -131,6 +161,5 @@ def load(model_dir: str, *, expect: type, step: int | None = None, use_ema: bool
         target, which = {"params": abstract}, "params"
     restored = ckpt.restore_subtrees(step, target, subset=("params",) if "ema_params" in target else ())
     params = frozen_lib.merge(*restored.values())
-    ckpt.close()
-    log.info("loaded %s step %d (%s)", model_dir, step, which)
-    return LoadedRun(model, params, partitioner, step, model_dir, which, str(ckpt.step_dir(step)))
+    log.info("loaded %s step %d (%s; config %s)", ckpt.run_dir, step, which, config)
+    return LoadedRun(model, params, partitioner, step, str(ckpt.run_dir), which, str(ckpt.step_dir(step)))

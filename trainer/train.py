@@ -4,11 +4,14 @@ Used by `python -m trainer.main` (the toy model), `python -m mulan.train` and
 `python -m noise2music.train`.  Sections:
 
   1. set-up: every setting checked (data layout, microbatches, the state factory with its
-     frozen parameters, a writable model dir, local or gs://) before anything is written
-  2. restore: newest complete checkpoint in model_dir, else `init_from`, else init; then the
-     config dump (config.gin)
+     frozen parameters, a writable model dir, local or gs://) before anything is written; then
+     the run directory's lock (`trainer.run_dir`: one writer at a time)
+  2. restore: newest intact checkpoint in model_dir (`trainer.checkpoints`), else `init_from`,
+     else init
   3. compile: pure step, `jax.jit(in_shardings, out_shardings, donate_argnums)`,
-     compiled ahead of time (`train_program`; the compile time is logged)
+     compiled ahead of time (`train_program`; the compile time is logged); only then does the
+     launch touch the run's files: its config recorded (`config.gin`, `launches/`) and
+     `metrics.jsonl` cut back to the restored step
   4. loop: RNG folded by step, metrics fetched every `log_period` steps (every
      step's scalars are written), NaN guard before every save, periodic eval,
      media hooks (`trainer.hooks`), checkpoint every `CHECKPOINT_PERIOD`,
@@ -16,6 +19,7 @@ Used by `python -m trainer.main` (the toy model), `python -m mulan.train` and
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -31,6 +35,7 @@ import optax
 from common import paths
 from trainer import metrics as metrics_lib
 from trainer import multihost, topology
+from trainer import run_dir as run_dir_lib
 from trainer.aot import Program
 from trainer.base_model import BaseModel
 from trainer.checkpoints import CheckpointConfig, Checkpointer, CheckpointRestoreError
@@ -215,144 +220,145 @@ def train(
     if primary:
         paths.check_writable(run_dir, "train.model_dir (--model_dir)")
     train_iter = train_data.make_iterator(layout, seed=random_seed)
+    # One writer per run directory (process 0 of a multi-host run): a second launch on this
+    # model_dir is refused before it reads or writes anything (trainer/run_dir.py).
+    lock = run_dir_lib.RunLock(run_dir) if primary else contextlib.nullcontext()
+    with lock:
+        # == 2. restore ==========================================================
+        ckpt = Checkpointer(model_dir, checkpoint, run_config=gin.config_str())
+        jsonl = run_dir / "metrics.jsonl"
+        restored = ckpt.restore_latest(factory.abstract, train_iter)
+        if restored is not None:
+            start_step, state = restored
+            log.info("resumed from %s at step %d", ckpt.directory / str(start_step), start_step)
+        else:
+            start_step, state = 0, factory.init(random_seed)
+            params = model.load_pretrained(state.params, factory.shardings.params)
+            if params is not state.params:
+                ema = jax.tree.map(lambda x: x.copy(), factory.frozen.trainable(params)) \
+                    if state.ema_params is not None else None
+                state = state.replace(params=params, ema_params=ema)  # A copy: both are donated.
+            if checkpoint.init_from:
+                src = ckpt.restore_params_from(checkpoint.init_from, factory.abstract)
+                state = state.replace(params=src["params"], ema_params=src.get("ema_params"))
+                log.info("initialised params from %s", checkpoint.init_from)
 
-    # == 2. restore ==========================================================
-    ckpt = Checkpointer(model_dir, checkpoint)
-    jsonl = run_dir / "metrics.jsonl"
-    restored = ckpt.restore_latest(factory.abstract, train_iter)
-    if restored is not None:
-        start_step, state = restored
-        log.info("resumed from %s at step %d", ckpt.directory / str(start_step), start_step)
-        if primary:
+        # == 3. compile ==========================================================
+        program = train_program(model, optimizer, factory, partitioner, batch_size, ema_decay, lr_schedule,
+                                microbatches)
+        compiled, compile_seconds = program.compile()
+        log.info("train step compiled ahead of time in %.1fs", compile_seconds)
+        if primary:   # Every check has passed: only now does this launch change the run's files.
             metrics_lib.truncate_jsonl(jsonl, start_step)
-    else:
-        start_step, state = 0, factory.init(random_seed)
-        params = model.load_pretrained(state.params, factory.shardings.params)
-        if params is not state.params:
-            ema = jax.tree.map(lambda x: x.copy(), factory.frozen.trainable(params)) \
-                if state.ema_params is not None else None
-            state = state.replace(params=params, ema_params=ema)  # A copy: both are donated.
-        if checkpoint.init_from:
-            src = ckpt.restore_params_from(checkpoint.init_from, factory.abstract)
-            state = state.replace(params=src["params"], ema_params=src.get("ema_params"))
-            log.info("initialised params from %s", checkpoint.init_from)
-        if primary:
-            metrics_lib.truncate_jsonl(jsonl, 0)
-    if primary:   # after the restore: a config that does not fit the run's checkpoints overwrites nothing
-        (run_dir / "config.gin").write_text(gin.config_str())
+            launch = run_dir_lib.record_launch(run_dir, gin.config_str(), start_step)
+            log.info("config of this launch: %s", launch)
+        peak = topology.peak_flops_per_device(jax.local_devices()[0], cpu_peak_flops)
+        step_flops = program.matmul_flops() / jax.device_count()   # per device
+        eval_fn = None
+        if eval_data is not None and eval_period:
+            eval_fn = jax.jit(lambda p, b: model.eval_metrics(p, b), out_shardings=partitioner.replicated)
 
-    # == 3. compile ==========================================================
-    program = train_program(model, optimizer, factory, partitioner, batch_size, ema_decay, lr_schedule,
-                            microbatches)
-    compiled, compile_seconds = program.compile()
-    log.info("train step compiled ahead of time in %.1fs", compile_seconds)
-    peak = topology.peak_flops_per_device(jax.local_devices()[0], cpu_peak_flops)
-    step_flops = program.matmul_flops() / jax.device_count()   # per device
-    eval_fn = None
-    if eval_data is not None and eval_period:
-        eval_fn = jax.jit(lambda p, b: model.eval_metrics(p, b), out_shardings=partitioner.replicated)
+        # == 4. loop =============================================================
+        writer = metrics_lib.create_writer(model_dir, "train")
+        eval_writer = metrics_lib.create_writer(model_dir, "eval") if eval_fn else None
+        preemption = multihost.PreemptionWatcher()
+        pending: list[tuple[int, Any]] = []
+        last: dict[str, float] = {}
+        timer = {"t": time.perf_counter(), "step": start_step, "t_start": time.perf_counter()}
+        status = "completed"
 
-    # == 4. loop =============================================================
-    writer = metrics_lib.create_writer(model_dir, "train")
-    eval_writer = metrics_lib.create_writer(model_dir, "eval") if eval_fn else None
-    preemption = multihost.PreemptionWatcher()
-    pending: list[tuple[int, Any]] = []
-    last: dict[str, float] = {}
-    timer = {"t": time.perf_counter(), "step": start_step, "t_start": time.perf_counter()}
-    status = "completed"
+        def flush(step: int) -> None:
+            nonlocal last
+            if not pending:
+                return
+            host = jax.device_get([m for _, m in pending])
+            now = time.perf_counter()
+            rate = (step - timer["step"]) / max(now - timer["t"], 1e-9)
+            timer.update(t=now, step=step)
+            host[-1] = {**host[-1], "perf/steps_per_second": rate,
+                        **({"perf/mfu": step_flops * rate / peak} if peak else {})}
+            for (s, _), m in zip(pending, host):
+                if not np.isfinite(m["loss"]):
+                    raise NonFiniteLossError(
+                        f"loss is {m['loss']} at step {s}; nothing after the last checkpoint "
+                        f"({ckpt.latest_step()}) was saved. Lower the learning rate or check the data.")
+                writer.write_scalars(s, m)
+            last = {k: float(v) for k, v in host[-1].items()}
+            pending.clear()
+            eta = (train_steps - step) / rate if rate > 0 else math.inf
+            extras = " | ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "loss" and not k.startswith("perf/"))
+            if "perf/mfu" in last:
+                extras += f" | MFU {last['perf/mfu']:.1%}"
+            log.info("step %d/%d | loss %.5g | %.2f steps/s | %.1f examples/s | ETA %s | %s",
+                     step, train_steps, last["loss"], rate, rate * batch_size, _fmt_eta(eta), extras)
 
-    def flush(step: int) -> None:
-        nonlocal last
-        if not pending:
-            return
-        host = jax.device_get([m for _, m in pending])
-        now = time.perf_counter()
-        rate = (step - timer["step"]) / max(now - timer["t"], 1e-9)
-        timer.update(t=now, step=step)
-        host[-1] = {**host[-1], "perf/steps_per_second": rate,
-                    **({"perf/mfu": step_flops * rate / peak} if peak else {})}
-        for (s, _), m in zip(pending, host):
-            if not np.isfinite(m["loss"]):
-                raise NonFiniteLossError(
-                    f"loss is {m['loss']} at step {s}; nothing after the last checkpoint "
-                    f"({ckpt.latest_step()}) was saved. Lower the learning rate or check the data.")
-            writer.write_scalars(s, m)
-        last = {k: float(v) for k, v in host[-1].items()}
-        pending.clear()
-        eta = (train_steps - step) / rate if rate > 0 else math.inf
-        extras = " | ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "loss" and not k.startswith("perf/"))
-        if "perf/mfu" in last:
-            extras += f" | MFU {last['perf/mfu']:.1%}"
-        log.info("step %d/%d | loss %.5g | %.2f steps/s | %.1f examples/s | ETA %s | %s",
-                 step, train_steps, last["loss"], rate, rate * batch_size, _fmt_eta(eta), extras)
+        def evaluate(step: int) -> None:
+            it = eval_data.make_iterator(layout, seed=random_seed)
+            params = state.inference_params()
+            sums: dict[str, float] = {}
+            with partitioner.activate():
+                for _ in range(eval_steps):
+                    m = jax.device_get(eval_fn(params, partitioner.make_global_batch(next(it), batch_size)))
+                    for k, v in m.items():
+                        sums[k] = sums.get(k, 0.0) + float(v) / eval_steps
+            eval_writer.write_scalars(step, sums)
+            log.info("eval at step %d: %s", step, " | ".join(f"{k} {v:.4g}" for k, v in sums.items()))
 
-    def evaluate(step: int) -> None:
-        it = eval_data.make_iterator(layout, seed=random_seed)
-        params = state.inference_params()
-        sums: dict[str, float] = {}
-        with partitioner.activate():
-            for _ in range(eval_steps):
-                m = jax.device_get(eval_fn(params, partitioner.make_global_batch(next(it), batch_size)))
-                for k, v in m.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) / eval_steps
-        eval_writer.write_scalars(step, sums)
-        log.info("eval at step %d: %s", step, " | ".join(f"{k} {v:.4g}" for k, v in sums.items()))
+        def media(step: int, batch, hook: MediaHook) -> None:
+            t = time.perf_counter()
+            params = state.inference_params()
+            names = write_media(writer, step, hook(model, params, batch, partitioner))
+            if names:
+                log.info("media at step %d (%s) in %.1fs", step, ", ".join(names), time.perf_counter() - t)
 
-    def media(step: int, batch, hook: MediaHook) -> None:
-        t = time.perf_counter()
-        params = state.inference_params()
-        names = write_media(writer, step, hook(model, params, batch, partitioner))
-        if names:
-            log.info("media at step %d (%s) in %.1fs", step, ", ".join(names), time.perf_counter() - t)
-
-    step = start_step
-    try:
-        while step < train_steps:
-            batch = partitioner.make_global_batch(next(train_iter), batch_size)
-            state, m = compiled(state, batch)
-            step += 1
-            pending.append((step, m))
-            if step % log_period == 0 or step == train_steps:
-                flush(step)
-            if preemption.reached(step):
-                flush(step)
+        step = start_step
+        try:
+            while step < train_steps:
+                batch = partitioner.make_global_batch(next(train_iter), batch_size)
+                state, m = compiled(state, batch)
+                step += 1
+                pending.append((step, m))
+                if step % log_period == 0 or step == train_steps:
+                    flush(step)
+                if preemption.reached(step):
+                    flush(step)
+                    ckpt.save(step, state, train_iter)
+                    log.warning("preempted: checkpoint saved at step %d; exiting.", step)
+                    status = "preempted"
+                    break
+                if ckpt.should_save(step) and step < train_steps:
+                    flush(step)  # Never save a state whose loss went non-finite.
+                    writer.flush()
+                    ckpt.save(step, state, train_iter)
+                if eval_fn and step % eval_period == 0:
+                    evaluate(step)
+                for hook in hooks:
+                    if hook.due(step, train_steps):
+                        media(step, batch, hook)
+            flush(step)
+            if status == "completed":
                 ckpt.save(step, state, train_iter)
-                log.warning("preempted: checkpoint saved at step %d; exiting.", step)
-                status = "preempted"
-                break
-            if ckpt.should_save(step) and step < train_steps:
-                flush(step)  # Never save a state whose loss went non-finite.
-                writer.flush()
-                ckpt.save(step, state, train_iter)
-            if eval_fn and step % eval_period == 0:
-                evaluate(step)
-            for hook in hooks:
-                if hook.due(step, train_steps):
-                    media(step, batch, hook)
-        flush(step)
-        if status == "completed":
-            ckpt.save(step, state, train_iter)
-    finally:
-        preemption.close()
-        ckpt.close()
-        writer.flush()
-        if eval_writer:
-            eval_writer.flush()
-    elapsed = time.perf_counter() - timer["t_start"]
-    done = step - start_step
-    return {
-        "status": status,
-        "step": step,
-        "start_step": start_step,
-        "loss": last.get("loss"),
-        "metrics": last,
-        "compile_seconds": round(compile_seconds, 3),
-        "steps_per_second": round(done / elapsed, 3) if done else None,
-        "flops_per_step_per_device": step_flops,
-        "mfu": round(step_flops * done / elapsed / peak, 5) if done and peak else None,
-        "examples_per_second": round(done * batch_size / elapsed, 2) if done else None,
-        "num_params": param_count(factory.abstract.params),
-        "model_dir": model_dir,
-        "checkpoint_dir": str(ckpt.directory),
-        "metrics_file": str(jsonl),
-    }
+        finally:
+            preemption.close()
+            ckpt.close()
+            writer.flush()
+            if eval_writer:
+                eval_writer.flush()
+        elapsed = time.perf_counter() - timer["t_start"]
+        done = step - start_step
+        return {
+            "status": status,
+            "step": step,
+            "start_step": start_step,
+            "loss": last.get("loss"),
+            "metrics": last,
+            "compile_seconds": round(compile_seconds, 3),
+            "steps_per_second": round(done / elapsed, 3) if done else None,
+            "flops_per_step_per_device": step_flops,
+            "mfu": round(step_flops * done / elapsed / peak, 5) if done and peak else None,
+            "examples_per_second": round(done * batch_size / elapsed, 2) if done else None,
+            "num_params": param_count(factory.abstract.params),
+            "model_dir": model_dir,
+            "checkpoint_dir": str(ckpt.directory),
+            "metrics_file": str(jsonl),
+        }

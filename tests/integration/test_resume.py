@@ -28,12 +28,16 @@ def reference(tmp_path_factory):
     return helpers.once(tmp_path_factory, "resume_reference", run)
 
 
-def _start_and_signal(model_dir, sig, after_step):
-    """Starts a run and sends `sig` once it has logged `after_step`."""
+def _start_and_signal(model_dir, sig, after_step, while_stopped=None):
+    """Starts a run and sends `sig` once it has logged `after_step`.  With `while_stopped`, the
+    run is first stopped (SIGSTOP: alive, holding its lock) while `while_stopped()` runs."""
     p = subprocess.Popen(helpers.train_cmd(model_dir, *LONG), cwd=helpers.ROOT, env=helpers.env(),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in p.stderr:
         if f"step {after_step}/120" in line:
+            if while_stopped:
+                p.send_signal(signal.SIGSTOP)
+                while_stopped()
             p.send_signal(sig)
             break
     out, err = p.communicate(timeout=300)
@@ -48,12 +52,28 @@ def _assert_same_run(model_dir, reference):
     jax.tree.map(np.testing.assert_array_equal, a, b)  # Bit-identical.
 
 
-def test_sigkill_then_resume_is_exact(tmp_path, reference):
+def test_sigkill_then_resume_is_exact_and_a_second_writer_is_refused(tmp_path, reference):
     d = str(tmp_path)
-    rc, out, _ = _start_and_signal(d, signal.SIGKILL, after_step=25)
+    second = {}
+
+    def launch_a_second_writer():
+        second["p"] = helpers.run_train(d, *LONG, check=False)
+
+    rc, out, _ = _start_and_signal(d, signal.SIGKILL, after_step=25, while_stopped=launch_a_second_writer)
     assert rc == -signal.SIGKILL and not out.strip()  # Killed before it finished.
-    resumed = helpers.last_json(helpers.run_train(d, *LONG).stdout)
+    # While the first run lived, a second launch on its model_dir was refused, changing nothing.
+    p = second["p"]
+    assert p.returncode == 2 and "is being written by another run: pid" in p.stderr, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    assert len(os.listdir(os.path.join(d, "launches"))) == 1
+    # The killed run's lock is stale: the next launch takes it over, says so, and resumes exactly.
+    p = helpers.run_train(d, *LONG)
+    assert "Taking over the stale lock" in p.stderr and "is no longer running" in p.stderr
+    resumed = helpers.last_json(p.stdout)
     assert 0 < resumed["start_step"] < 120 and resumed["step"] == 120
+    assert not os.path.exists(os.path.join(d, "LOCK"))      # Released at the end.
+    launches = sorted(os.listdir(os.path.join(d, "launches")))
+    assert len(launches) == 2 and launches[1].endswith(f"-step{resumed['start_step']}.gin")
     _assert_same_run(d, reference)
 
 
@@ -69,29 +89,38 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path, reference):
     _assert_same_run(d, reference)
 
 
-def test_half_written_and_corrupt_checkpoints_are_skipped(tmp_path, reference):
+def test_half_written_and_damaged_checkpoints_are_set_aside_and_saved_again(tmp_path, reference):
     d = str(tmp_path)
     ckpts = os.path.join(d, "checkpoints")
     shutil.copytree(os.path.join(reference, "checkpoints"), ckpts)
     for step in range(40, 130, 10):
         shutil.rmtree(os.path.join(ckpts, str(step)))
     # What a kill during the save of step 40 leaves: Orbax's tmp dir, half its files.
-    tmp = os.path.join(ckpts, "40.orbax-checkpoint-tmp-1795480000")
+    tmp = os.path.join(ckpts, "40.orbax-checkpoint-tmp")
     shutil.copytree(os.path.join(ckpts, "30"), tmp)
     for root, _, files in os.walk(tmp):
         for f in files[::2]:
             os.remove(os.path.join(root, f))
-    # And a finished-looking step 30 whose array data was damaged on disk.
-    for root, _, files in os.walk(os.path.join(ckpts, "30", "state")):
-        for f in files:
-            if "ocdbt" in root or f.startswith("d"):
-                with open(os.path.join(root, f), "wb") as fh:
-                    fh.write(b"garbage")
+    # And a finished step 30 with one flipped byte in its array data: it would restore silently.
+    data = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(ckpts, "30", "state", "d")) for f in fs]
+    with open(data[0], "r+b") as fh:
+        fh.seek(os.path.getsize(data[0]) // 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0x10]))
     shutil.copy(os.path.join(reference, "metrics.jsonl"), os.path.join(d, "metrics.jsonl"))
     p = helpers.run_train(d, *LONG)
-    assert "Ignoring incomplete checkpoint" in p.stderr and "40.orbax-checkpoint-tmp" in p.stderr
-    assert "could not be restored" in p.stderr and "/30" in p.stderr
+    assert "Incomplete checkpoint" in p.stderr and "40.orbax-checkpoint-tmp" in p.stderr
+    assert "fails its integrity check" in p.stderr and os.path.basename(data[0]) in p.stderr
     assert helpers.last_json(p.stdout)["start_step"] == 20
+    aside = sorted(os.listdir(os.path.join(d, "checkpoints_aside")))
+    assert [a.split("-")[0] for a in aside] == ["30", "40.orbax"], aside
+    assert "SHA-256" in open(os.path.join(d, "checkpoints_aside", aside[0], "REASON.txt")).read()
+    # Step 30 was saved again, intact.
+    from trainer.checkpoints import check_integrity
+    from etils import epath
+
+    assert os.path.isdir(os.path.join(ckpts, "30")) and check_integrity(epath.Path(ckpts) / "30") is None
     _assert_same_run(d, reference)
 
 
@@ -122,5 +151,5 @@ def test_init_from_starts_a_new_run_from_another_runs_params(tmp_path, reference
     assert again["start_step"] == 2
     # Checkpoints that do not fit this run's state (another optimizer) are an error, not a restart.
     p = helpers.run_train(d, "--gin.TRAIN_STEPS=4", check=False)
-    assert p.returncode == 2 and "none matches this run's train state" in p.stderr
+    assert p.returncode == 2 and "does not match this run's train state" in p.stderr
     assert helpers.last_json(helpers.run_train(d, "--gin.TRAIN_STEPS=3", "--gin.adam.learning_rate=0.0").stdout)["step"] == 3

@@ -68,3 +68,38 @@ def test_old_layout_configs_build_their_models():
     unchanged, none = restore.upgrade_config(open(os.path.join(GOLDEN, "mulan_tiny_config.gin")).read())
     again, notes = restore.upgrade_config(unchanged)
     assert again == unchanged and not notes                                   # today's layout: untouched
+
+
+def _flip_a_byte(step_dir):
+    data = sorted(p for p in (step_dir / "state" / "d").iterdir())
+    raw = bytearray(data[0].read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    data[0].write_bytes(bytes(raw))
+    return data[0]
+
+
+def test_a_damaged_newest_step_is_passed_over_for_the_newest_intact_one(tmp_path, caplog):
+    """Every step carries its config and an integrity record (sizes and SHA-256 of its files): one
+    flipped byte in the newest step's array data is caught on load, named, and the step before it is
+    loaded instead; asking for the damaged step by number is an error naming the file."""
+    from etils import epath
+
+    from trainer import restore
+    from trainer.checkpoints import Checkpointer
+    from trainer.toy import ToyModel
+
+    d, params, ema = _toy_run(tmp_path, step=3)
+    _toy_run(tmp_path, step=5)
+    ckpt = Checkpointer(d, read_only=True)
+    assert ckpt.check(5) is None and ckpt.config_path(5).read_text() == (epath.Path(d) / "config.gin").read_text()
+    damaged = _flip_a_byte(ckpt.step_dir(5))
+    assert "does not match its SHA-256" in ckpt.check(5) and damaged.name in ckpt.check(5)
+    with caplog.at_level("WARNING"):
+        run = restore.load(d, expect=ToyModel)
+    assert run.step == 3 and "fails its integrity check" in caplog.text and damaged.name in caplog.text
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(run.params), ema)
+    with pytest.raises(restore.ModelDirError, match="fails its integrity check"):
+        restore.load(d, expect=ToyModel, step=5)
+    damaged.unlink()
+    assert "is missing" in ckpt.check(5)
+    ckpt.close()
