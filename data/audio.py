@@ -77,6 +77,9 @@ def load_audio(
         raise AudioError(path, f"cannot decode (truncated or corrupt?): {_clean(e)}") from None
     if info.frames > 0 and frames < 0 and x.shape[0] < 0.9 * info.frames:
         raise AudioError(path, f"truncated: header says {info.frames} frames, decoded {x.shape[0]}")
+    cut = truncation(path)
+    if cut:
+        raise AudioError(path, f"truncated: {cut}")
     x = x.mean(axis=1)
     if x.size == 0:
         raise AudioError(path, "zero-length audio")
@@ -87,6 +90,85 @@ def load_audio(
     if sample_rate is not None and sr != sample_rate:
         x, sr = resample(x, sr, sample_rate), sample_rate
     return np.clip(x, -1.0, 1.0).astype(np.float32), int(sr)
+
+
+def truncation(path: str) -> str | None:
+    """How the file's container shows it was cut short, or None.  The decoders read a cut file as
+    a shorter clip (libsndfile shortens a WAV's frame count to the bytes there are; an Ogg stream
+    simply ends), so the containers are checked: a WAV's `data` chunk (or any chunk before it) must
+    fit in the file; an Ogg/Opus stream must end with a complete page flagged end-of-stream; an
+    MP3's frames, walked from the first, must not run past the end of the file.  FLAC needs no
+    check here: its decoder fails on a cut stream and its STREAMINFO states the length."""
+    ext = os.path.splitext(path)[1].lower()
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        if ext == ".wav":
+            return _wav_truncation(f, size)
+        if ext in (".ogg", ".oga", ".opus"):
+            f.seek(max(0, size - 70000))              # An Ogg page is at most 65307 bytes.
+            return _ogg_truncation(f.read(), size)
+        if ext == ".mp3":
+            return _mp3_truncation(f.read(), size)
+    return None
+
+
+def _wav_truncation(f, size: int) -> str | None:
+    head = f.read(12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+        return None                                   # RF64 and others: nothing declared to check.
+    order = "<" if head[:4] == b"RIFF" else ">"
+    pos = 12
+    while pos + 8 <= size:
+        f.seek(pos)
+        cid, n = f.read(4), int(np.frombuffer(f.read(4), order + "u4")[0])
+        if cid == b"data":
+            if n in (0, 0xFFFFFFFF):                  # A streaming writer's placeholder.
+                return None
+            have = size - pos - 8
+            return f"its data chunk declares {n} bytes of audio, the file holds {have}" if have < n else None
+        pos += 8 + n + (n & 1)
+    return "the file ends before its data chunk" if pos > size else None
+
+
+def _ogg_truncation(tail: bytes, size: int) -> str | None:
+    at = tail.rfind(b"OggS")
+    if at < 0 or len(tail) < at + 27:
+        return "no complete Ogg page at its end"
+    nseg = tail[at + 26]
+    table = tail[at + 27:at + 27 + nseg]
+    if len(table) < nseg or at + 27 + nseg + sum(table) > len(tail):
+        return "its last Ogg page is cut off"
+    if not tail[at + 5] & 0x04:
+        return "its Ogg stream has no end-of-stream page"
+    return None
+
+
+_MP3_BITRATES = {1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),     # MPEG-1 Layer III
+                 2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}          # MPEG-2/2.5
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def _mp3_truncation(data: bytes, size: int) -> str | None:
+    pos = 0
+    if data[:3] == b"ID3" and len(data) >= 10:        # ID3v2 tag: a syncsafe size.
+        pos = 10 + ((data[6] << 21) | (data[7] << 14) | (data[8] << 7) | data[9])
+    end = size - (128 if data[-128:-125] == b"TAG" else 0)
+    frames = 0
+    while pos + 4 <= end:
+        h = data[pos:pos + 4]
+        version, layer = (h[1] >> 3) & 3, (h[1] >> 1) & 3
+        if h[0] != 0xFF or (h[1] & 0xE0) != 0xE0 or version == 1 or layer != 1:
+            break                                      # Not a Layer III frame: trailing tags or junk.
+        kbps = _MP3_BITRATES[1 if version == 3 else 2][min(h[2] >> 4, 14)]
+        rate_i = (h[2] >> 2) & 3
+        if not kbps or rate_i == 3:
+            break
+        length = (144 if version == 3 else 72) * kbps * 1000 // _MP3_RATES[version][rate_i] + ((h[2] >> 1) & 1)
+        if pos + length > end:
+            return f"its MP3 frame {frames} runs {pos + length - end} bytes past the end of the file"
+        pos += length
+        frames += 1
+    return None
 
 
 def middle(x: np.ndarray, n: int) -> np.ndarray:

@@ -6,17 +6,22 @@ One `tf.train.Example` per clip: `clip_id`, `work_id`, `audio` (16-bit PCM, litt
 filter's marks `ok_{...}` (1 = about the music), and ground-truth tags `tag_{attribute}`.
 
 The texts JSONL has one object per audio file: `{"file": "rel/path.mp3", "short": [...],
-"long": [...], "playlist": [...], "label": [...], "tags": {"genre": [...]}}`; a plain
-`"text": "..."` counts as long-form. Files are sorted and packed into fixed shards, each written to a
-temporary name and renamed when complete, so an interrupted ingest resumes with the first missing
-shard. Files that cannot be decoded, empty or non-UTF-8 texts, and rows naming missing files are
-skipped and listed in `failures.jsonl` with the reason; nothing else is lost.
+"long": [...], "playlist": [...], "label": [...], "tags": {"genre": [...]}, "split": "train"}`; a plain
+`"text": "..."` counts as long-form.  Every field's type is checked (a string where a list of strings
+belongs is an error, not a list of characters), split names are letters, digits and '_', and one
+row per file counts (later ones are listed and ignored).  The output is a function of the current
+inputs (`ingest`: unchanged shards kept, changed ones rewritten, stale ones removed), each shard
+written whole or not at all.  Files that cannot be decoded (truncated ones included), malformed,
+empty or non-UTF-8 rows and rows naming missing files are skipped and listed in `failures.jsonl`
+with the line, field or file and the reason; nothing else is lost.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import sys
 
 from data import audio as audio_lib
@@ -67,7 +72,6 @@ def feature_spec():
 
 def _write_shards(out_dir: str, split: str, items: list, per_shard: int, to_example, progress: bool, failures: list):
     """Writes items into fixed shards; a complete shard is never rewritten (resume)."""
-    import tensorflow as tf
     from tqdm import tqdm
 
     os.makedirs(out_dir, exist_ok=True)
@@ -77,19 +81,9 @@ def _write_shards(out_dir: str, split: str, items: list, per_shard: int, to_exam
     for k in range(n):
         chunk = items[k * per_shard:(k + 1) * per_shard]
         final = os.path.join(out_dir, shard_name(split, k, n))
-        if os.path.exists(final):
-            bar.update(len(chunk))
-            continue
-        tmp = final + ".tmp"
-        with tf.io.TFRecordWriter(tmp) as w:
-            for item in chunk:
-                try:
-                    w.write(to_example(item))
-                    written += 1
-                except (audio_lib.AudioError, ValueError, UnicodeError) as e:
-                    failures.append(dict(item=str(item.get("file") or item.get("clip_id")), reason=str(e)))
-                bar.update(1)
-        os.replace(tmp, final)
+        if not os.path.exists(final):
+            written += _write_shard(final, chunk, to_example, failures)
+        bar.update(len(chunk))
     bar.close()
     return n, written
 
@@ -122,8 +116,47 @@ def write_corpus_records(corpus_dir: str, rows: list[dict], *, sample_rate: int 
     return info
 
 
+_FIELDS = ("file", "text", *weak_text.SOURCES, "tags", "split")
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+def _row_problem(row) -> str | None:
+    """What is wrong with one texts-JSONL row (a field of the wrong type, an unknown field or tag
+    attribute, an unsafe file or split name), naming the field; None when it is well-formed."""
+    if not isinstance(row, dict):
+        return f"expected a JSON object, got {type(row).__name__}"
+    unknown = sorted(set(row) - set(_FIELDS))
+    if unknown:
+        return f"unknown field {unknown[0]!r} (fields: {', '.join(_FIELDS)})"
+    f = row.get("file")
+    if not isinstance(f, str) or not f.strip():
+        return "missing column 'file' (a path relative to --audio_dir)"
+    if os.path.isabs(f) or os.path.normpath(f).split(os.sep)[0] == "..":
+        return f"field 'file': {f!r} is not a path inside --audio_dir"
+    if "text" in row and not isinstance(row["text"], str):
+        return f"field 'text': expected a string, got {type(row['text']).__name__}"
+    for name in weak_text.SOURCES:
+        v = row.get(name, [])
+        if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
+            return f"field {name!r}: expected a list of strings, got {json.dumps(v)[:80]}"
+    tags = row.get("tags", {})
+    if not isinstance(tags, dict):
+        return f"field 'tags': expected an object of attribute -> list of strings, got {type(tags).__name__}"
+    for attr, v in tags.items():
+        if attr not in TAG_ATTRIBUTES:
+            return f"field 'tags.{attr}': unknown attribute (attributes: {', '.join(TAG_ATTRIBUTES)})"
+        if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
+            return f"field 'tags.{attr}': expected a list of strings, got {json.dumps(v)[:80]}"
+    split = row.get("split", "train")
+    if not isinstance(split, str) or not _SPLIT_NAME.fullmatch(split):
+        return f"field 'split': {json.dumps(split)[:80]} is not a split name (letters, digits and '_')"
+    return None
+
+
 def _read_texts(path: str, failures: list) -> dict[str, dict]:
-    out = {}
+    """The texts JSONL's rows by file.  A malformed row is listed in `failures` with its line and
+    field; a second row for a file already read is listed and ignored (one row per file: the first)."""
+    out, first_line = {}, {}
     with open(path, "rb") as f:
         for ln, raw in enumerate(f, 1):
             if not raw.strip():
@@ -137,23 +170,43 @@ def _read_texts(path: str, failures: list) -> dict[str, dict]:
             except json.JSONDecodeError as e:
                 failures.append(dict(item=where, reason=f"not JSON: {e.msg}"))
                 continue
-            if not isinstance(row, dict) or not row.get("file"):
-                failures.append(dict(item=where, reason="missing column 'file'"))
+            problem = _row_problem(row)
+            if problem:
+                failures.append(dict(item=where, reason=problem))
                 continue
-            texts = {s: [t for t in row.get(s, []) if isinstance(t, str) and t.strip()] for s in weak_text.SOURCES}
-            if isinstance(row.get("text"), str) and row["text"].strip():
+            texts = {s: [t for t in row.get(s, []) if t.strip()] for s in weak_text.SOURCES}
+            if row.get("text", "").strip():
                 texts["long"].append(row["text"])
             if not any(texts.values()):
                 failures.append(dict(item=where, reason=f"no non-empty text for {row['file']}"))
                 continue
-            out[os.path.normpath(row["file"])] = dict(texts=texts, tags=row.get("tags", {}),
-                                                      split=row.get("split", "train"))
+            key = os.path.normpath(row["file"])
+            if key in out:
+                failures.append(dict(item=where, reason=f"a second row for {row['file']} (the first, line "
+                                                        f"{first_line[key]}, is used; one row per file)"))
+                continue
+            first_line[key] = ln
+            out[key] = dict(texts=texts, tags=row.get("tags", {}), split=row.get("split", "train"))
     return out
+
+
+def _item_key(it: dict) -> list:
+    st = os.stat(it["path"])
+    return [it["file"], st.st_size, st.st_mtime_ns, it["texts"], it["tags"]]
 
 
 def ingest(audio_dir: str, texts_path: str, out: str, *, sample_rate: int = 16000, per_shard: int = 64,
            filter_marks: bool = True, progress: bool = True) -> dict:
-    """A folder of audio files + a texts JSONL -> `out/records/{split}-*.tfrecord`."""
+    """A folder of audio files + a texts JSONL -> `out/records/{split}-*.tfrecord`.
+
+    The output is a function of the current inputs: files sorted and packed into fixed shards, each
+    written under a temporary name and renamed when complete.  `records/INGEST.json` records what
+    went into each shard (every item's path, size, mtime and texts; the rate and text marks), so a
+    re-run keeps a shard whose inputs are unchanged (an interrupted ingest resumes), rewrites one
+    whose inputs changed, and removes shards no longer part of the output (files removed or
+    added change the packing).  `failures.jsonl` lists every problem, also those of kept shards."""
+    from tqdm import tqdm
+
     failures: list = []
     texts = _read_texts(texts_path, failures)
     files = {}
@@ -165,26 +218,84 @@ def ingest(audio_dir: str, texts_path: str, out: str, *, sample_rate: int = 1600
     for rel in sorted(set(texts) - set(files)):
         failures.append(dict(item=rel, reason=f"named in {texts_path} but not found under {audio_dir}"))
     items = [dict(file=rel, path=files[rel], **texts[rel]) for rel in sorted(set(texts) & set(files))]
-    untexted = sorted(set(files) - set(texts))
-    for rel in untexted:
+    for rel in sorted(set(files) - set(texts)):
         failures.append(dict(item=rel, reason=f"no row in {texts_path}"))
 
     def to_example(it):
         x, sr = audio_lib.load_audio(it["path"], sample_rate)
         ok = weak_text.mark_ok(it["texts"]) if filter_marks else {}
-        tags = {a: list(v) for a, v in it["tags"].items()} if isinstance(it["tags"], dict) else {}
-        return make_example(it["file"], it["file"], x, sr, it["texts"], ok, tags)
+        return make_example(it["file"], it["file"], x, sr, it["texts"], ok, it["tags"])
 
-    info = {}
     out_dir = os.path.join(os.path.abspath(out), "records")
-    for split in sorted({it["split"] for it in items}):
-        chunk = [it for it in items if it["split"] == split]
-        before = len(failures)
-        shards, written = _write_shards(out_dir, split, chunk, per_shard, to_example, progress, failures)
-        info[split] = dict(shards=shards, written_now=written, skipped_now=len(failures) - before)
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "failures.jsonl"), "w") as f:
-        for x in failures:
-            f.write(json.dumps(x) + "\n")
+    index_path = os.path.join(out_dir, "INGEST.json")
+    old = json.load(open(index_path)) if os.path.exists(index_path) else {}
+    index = {"sample_rate": int(sample_rate), "filter_marks": bool(filter_marks), "shards": {}}
+    same_settings = {k: old.get(k) for k in ("sample_rate", "filter_marks")} == \
+        {k: index[k] for k in ("sample_rate", "filter_marks")}
+    info = {}
+    try:
+        for split in sorted({it["split"] for it in items}):
+            chunk = [it for it in items if it["split"] == split]
+            n = max(1, -(-len(chunk) // per_shard))
+            written = skipped = 0
+            bar = tqdm(total=len(chunk), desc=f"records {split}", unit="clip", disable=not progress,
+                       file=sys.stdout)
+            for k in range(n):
+                part = chunk[k * per_shard:(k + 1) * per_shard]
+                name = shard_name(split, k, n)
+                key = hashlib.sha256(json.dumps([_item_key(it) for it in part]).encode()).hexdigest()
+                was = old.get("shards", {}).get(name)
+                if same_settings and was and was["key"] == key and os.path.exists(os.path.join(out_dir, name)):
+                    index["shards"][name] = was
+                else:
+                    shard_failures = []
+                    good = _write_shard(os.path.join(out_dir, name), part, to_example, shard_failures)
+                    index["shards"][name] = was = dict(key=key, examples=good, failures=shard_failures)
+                    written += good
+                    _write_json(index_path, {**index, "shards": {**old.get("shards", {}), **index["shards"]}})
+                failures.extend(was["failures"])
+                skipped += len(was["failures"])
+                bar.update(len(part))
+            bar.close()
+            info[split] = dict(shards=n, written_now=written, skipped=skipped)
+        stale = sorted(f for f in os.listdir(out_dir)
+                       if (f.endswith(".tfrecord") and f not in index["shards"]) or f.endswith(".tfrecord.tmp"))
+        for f in stale:
+            os.remove(os.path.join(out_dir, f))
+            log.info("removed %s: not part of this ingest's output (its inputs changed)", f)
+        _write_json(index_path, index)
+    finally:
+        with open(os.path.join(out_dir, "failures.jsonl.tmp"), "w") as f:
+            for x in failures:
+                f.write(json.dumps(x) + "\n")
+        os.replace(os.path.join(out_dir, "failures.jsonl.tmp"), os.path.join(out_dir, "failures.jsonl"))
     return dict(out=os.path.abspath(out), audio_files=len(files), with_text=len(items), splits=info,
-                failures=len(failures))
+                failures=len(failures), removed_stale_shards=len(stale))
+
+
+def _write_shard(final: str, items: list, to_example, failures: list) -> int:
+    """One shard, whole or not at all (a temporary file renamed when complete); an item that
+    cannot be used is listed in `failures` and left out.  Returns the examples written."""
+    import tensorflow as tf
+
+    tmp, good = final + ".tmp", 0
+    try:
+        with tf.io.TFRecordWriter(tmp) as w:
+            for item in items:
+                try:
+                    w.write(to_example(item))
+                    good += 1
+                except (audio_lib.AudioError, ValueError, UnicodeError) as e:
+                    failures.append(dict(item=str(item.get("file") or item.get("clip_id")), reason=str(e)))
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return good
+
+
+def _write_json(path: str, obj) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f)
+    os.replace(path + ".tmp", path)

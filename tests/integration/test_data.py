@@ -220,10 +220,19 @@ def test_ingest_users_audio_with_bad_files(corpus, tmp_path):
     (src / "truncated.flac").write_bytes(good[: len(good) // 3])
     (src / "garbage.mp3").write_bytes(b"ID3" + os.urandom(2000))
     (src / "no_text.wav").write_bytes((src / "mono.flac").read_bytes())
+    wav = (src / "stereo44k.wav").read_bytes()
+    (src / "truncated.wav").write_bytes(wav[: len(wav) * 2 // 3])   # libsndfile reads it as a shorter clip
     lines = [json.dumps({"file": f, "short": ["piano"], "long": ["A slow piece."]}) for f in
-             ("stereo44k.wav", "mono.flac", "mono.ogg", "silent.wav", "empty.wav", "truncated.flac", "garbage.mp3")]
+             ("stereo44k.wav", "mono.flac", "mono.ogg", "silent.wav", "empty.wav", "truncated.flac", "garbage.mp3",
+              "truncated.wav")]
     lines += [json.dumps({"file": "missing.wav", "text": "x"}), json.dumps({"short": ["no file column"]}),
-              json.dumps({"file": "mono.ogg", "short": ["  "]})]
+              json.dumps({"file": "mono.ogg", "short": ["  "]}),
+              json.dumps({"file": "mono.flac", "short": ["a second row"]}),
+              json.dumps({"file": "no_text.wav", "short": "rock"}),
+              json.dumps({"file": "no_text.wav", "short": ["x"], "tags": {"genre": [7]}}),
+              json.dumps({"file": "no_text.wav", "short": ["x"], "split": "../../outside"}),
+              json.dumps({"file": "../outside.wav", "short": ["x"]}),
+              json.dumps({"file": "no_text.wav", "shrot": ["x"]})]
     (tmp_path / "texts.jsonl").write_bytes(("\n".join(lines) + "\n").encode() + b'{"file": "\xff\xfe.wav"}\n')
     dst = tmp_path / "records_out"
     r = records.ingest(str(src), str(tmp_path / "texts.jsonl"), str(dst), per_shard=2, progress=False)
@@ -234,6 +243,13 @@ def test_ingest_users_audio_with_bad_files(corpus, tmp_path):
     assert "not found" in reasons["missing.wav"] and "no row" in reasons["no_text.wav"]
     assert any("not UTF-8" in v for v in reasons.values()) and any("'file'" in v for v in reasons.values())
     assert any("no non-empty text" in v for v in reasons.values())
+    assert "data chunk declares" in reasons["truncated.wav"]
+    by_field = " | ".join(reasons.values())
+    for why in ("a second row for mono.flac (the first, line 2, is used", "field 'short': expected a list of strings",
+                "field 'tags.genre': expected a list of strings", "field 'split': \"../../outside\" is not a split",
+                "is not a path inside --audio_dir", "unknown field 'shrot'"):
+        assert why in by_field, why
+    assert not (tmp_path / "outside").exists() and sorted(os.listdir(dst)) == ["records"]
     ds = tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(str(dst / "records" / "train-*.tfrecord"))))
     got = {}
     for raw in ds:
@@ -252,6 +268,18 @@ def test_ingest_users_audio_with_bad_files(corpus, tmp_path):
     assert os.path.getmtime(dst / "records" / first) == mtime
     assert r2["splits"]["train"]["shards"] == r["splits"]["train"]["shards"]
     assert r2["splits"]["train"]["written_now"] == 1 and os.path.exists(dst / "records" / third)
+    assert [json.loads(line) for line in open(dst / "records" / "failures.jsonl")] == fails  # Kept shards' too.
+    # New inputs repack the shards: the output is that of the new inputs alone, nothing stale beside it.
+    sf.write(src / "added.flac", x, 16000)
+    with open(tmp_path / "texts.jsonl", "a") as f:
+        f.write(json.dumps({"file": "added.flac", "short": ["an added file"]}) + "\n")
+    r3 = records.ingest(str(src), str(tmp_path / "texts.jsonl"), str(dst), per_shard=2, progress=False)
+    shards = sorted(f for f in os.listdir(dst / "records") if f.endswith(".tfrecord"))
+    assert r3["removed_stale_shards"] > 0 and len(shards) == r3["splits"]["train"]["shards"]
+    assert all(f.endswith(f"-of-{len(shards):05d}.tfrecord") for f in shards)
+    ids = [tf.io.parse_single_example(raw, records.feature_spec())["clip_id"].numpy().decode()
+           for raw in tf.data.TFRecordDataset([str(dst / "records" / f) for f in shards])]
+    assert sorted(ids) == ["added.flac", "mono.flac", "mono.ogg", "stereo44k.wav"]
 
 
 def test_mp3_is_decoded_and_ingested(corpus, tmp_path):
@@ -276,7 +304,7 @@ def test_mp3_is_decoded_and_ingested(corpus, tmp_path):
     assert best > 0.95
     (tmp_path / "t.jsonl").write_text(json.dumps({"file": "song.mp3", "short": ["an mp3"]}) + "\n")
     r = records.ingest(str(src), str(tmp_path / "t.jsonl"), str(tmp_path / "rec"), per_shard=2, progress=False)
-    assert r["splits"]["train"]["written_now"] == 1 and r["splits"]["train"]["skipped_now"] == 0
+    assert r["splits"]["train"]["written_now"] == 1 and r["splits"]["train"]["skipped"] == 0
 
 
 def test_audio_errors_name_the_file(tmp_path):
