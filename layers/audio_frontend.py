@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common.errors import ConfigError
+
 
 def hz_to_mel(f):
     return 1127.0 * np.log1p(np.asarray(f, np.float64) / 700.0)
@@ -34,7 +36,7 @@ def hz_to_mel(f):
 def mel_matrix(num_mels: int, num_bins: int, sample_rate: int, fmin: float, fmax: float) -> np.ndarray:
     """[num_bins, num_mels] HTK-mel triangle weights; bins are linear from 0 Hz to Nyquist."""
     if not 0.0 <= fmin < fmax <= sample_rate / 2:
-        raise ValueError(f"LogMel: need 0 <= fmin ({fmin}) < fmax ({fmax}) <= sample_rate/2 ({sample_rate / 2}).")
+        raise ConfigError(f"LogMel: need 0 <= fmin ({fmin}) < fmax ({fmax}) <= sample_rate/2 ({sample_rate / 2}).")
     freqs = hz_to_mel(np.linspace(0.0, sample_rate / 2, num_bins)[1:])[:, None]
     edges = np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), num_mels + 2)
     lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
@@ -84,7 +86,7 @@ class LogMel:
     def power_spectrum(self, wave: jax.Array) -> jax.Array:
         """[batch, samples] -> [batch, frames, fft_size // 2 + 1]."""
         if self.window > self.fft_size:
-            raise ValueError(f"LogMel.fft_size={self.fft_size} is shorter than the window ({self.window}).")
+            raise ConfigError(f"LogMel.fft_size={self.fft_size} is shorter than the window ({self.window}).")
         spec = jnp.fft.rfft(self.frames(wave.astype(jnp.float32)) * self.hann(), n=self.fft_size)
         return jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
 

@@ -19,13 +19,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from common.errors import ConfigError
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def dtype(name: str, binding: str) -> jnp.dtype:
     """'float32' / 'bfloat16' -> the dtype; ValueError naming `binding` otherwise."""
     if name not in DTYPES:
-        raise ValueError(f"{binding}={name!r}: use one of {sorted(DTYPES)}")
+        raise ConfigError(f"{binding}={name!r}: use one of {sorted(DTYPES)}")
     return jnp.dtype(DTYPES[name])
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
+from common.errors import ConfigError
+
 POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -23,7 +25,7 @@ POLICIES = {
 
 def check(policy: str, setting: str) -> None:
     if policy not in POLICIES:
-        raise ValueError(f"{setting}={policy!r}: one of {tuple(POLICIES)}")
+        raise ConfigError(f"{setting}={policy!r}: one of {tuple(POLICIES)}")
 
 
 def remat(module_cls: type[nn.Module], policy: str, static_argnums: tuple[int, ...] = (),

@@ -23,6 +23,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
+from common.errors import ConfigError
 from layers import remat as remat_lib
 from layers import scan
 from layers.transformer import INIT, TransformerBlock, dense, layer_norm
@@ -58,7 +59,7 @@ class Norm(nn.Module):
             var = jnp.square(xs - mean).mean(axes, keepdims=True)
             x = ((xs - mean) * jax.lax.rsqrt(var + 1e-5)).reshape(x.shape).astype(x.dtype)
         elif self.kind != "affine":
-            raise ValueError(f"resnet_tower.norm={self.kind!r}: use 'group' or 'affine'.")
+            raise ConfigError(f"resnet_tower.norm={self.kind!r}: use 'group' or 'affine'.")
         return x * scale.astype(x.dtype) + bias.astype(x.dtype)
 
 
@@ -159,7 +160,7 @@ class ASTTower(nn.Module):
         b, t, f = feats.shape
         nt, nf = self.grid(t, f)
         if nt < 1 or nf < 1:
-            raise ValueError(f"AST: a {t} x {f} log-mel is smaller than one {self.patch} patch.")
+            raise ConfigError(f"AST: a {t} x {f} log-mel is smaller than one {self.patch} patch.")
         x = PatchEmbed(self.dim, self.patch, self.stride, self.dtype, name="patch_embed")(feats)
         pos = self.param("pos_embedding", nn.with_logical_partitioning(INIT, (None, "embed")),
                          (1 + nt * nf, self.dim))
@@ -190,7 +191,7 @@ def ast_tower(dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: i
     """The AST audio tower (defaults: AST-Base, 768-d, stride 10).  Gin: `MulanModel.audio_tower = @ast_tower()`;
     its compute dtype is the model's (`MulanModel.dtype`, layers/precision.py)."""
     if not 0.0 <= patch_dropout < 1.0:
-        raise ValueError(f"ast_tower.patch_dropout={patch_dropout} must be in [0, 1).")
+        raise ConfigError(f"ast_tower.patch_dropout={patch_dropout} must be in [0, 1).")
     remat_lib.check(remat, "ast_tower.remat")
     return ASTTower(dim, depth, num_heads, mlp_ratio, tuple(patch), tuple(stride), patch_dropout,
                     dropout_rate, embed_dim, remat=remat, scan_layers=scan_layers)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from common.errors import ConfigError
+
 LOSSES = ("mulan", "infonce")
 
 
@@ -32,7 +34,7 @@ def contrastive_loss(logits: jax.Array, kind: str = "mulan") -> jax.Array:
     pos = jnp.diagonal(logits)
     if kind == "mulan":
         if b < 2:
-            raise ValueError("the MuLan loss needs a global batch of at least 2 (it has no negatives otherwise).")
+            raise ConfigError("the MuLan loss needs a global batch of at least 2 (it has no negatives otherwise).")
         neg_inf = jnp.finfo(logits.dtype).min
         rows = jnp.where(eye, neg_inf, logits)      # h(a_i, t_j), j != i
         cols = jnp.where(eye, neg_inf, logits.T)    # h(a_j, t_i), j != i
@@ -42,7 +44,7 @@ def contrastive_loss(logits: jax.Array, kind: str = "mulan") -> jax.Array:
         a2t = jax.nn.logsumexp(logits, axis=1) - pos
         t2a = jax.nn.logsumexp(logits, axis=0) - pos
         return 0.5 * (jnp.mean(a2t) + jnp.mean(t2a))
-    raise ValueError(f"MulanModel.loss_type={kind!r}: use one of {LOSSES}.")
+    raise ConfigError(f"MulanModel.loss_type={kind!r}: use one of {LOSSES}.")
 
 
 def retrieval_accuracy(logits: jax.Array) -> tuple[jax.Array, jax.Array]:

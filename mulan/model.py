@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common.errors import ConfigError
 from mulan import loss as loss_lib
 from layers import precision
 from layers.audio_frontend import LogMel, SpecAugment
@@ -118,10 +119,10 @@ class MulanModel(BaseModel):
                  text_checkpoint: str | None = None, audio_checkpoint: str | None = None, vocabulary=None,
                  dtype: str = "float32", param_dtype: str = "float32"):
         if not MIN_TEMPERATURE <= init_temperature <= 1.0:
-            raise ValueError(f"MulanModel.init_temperature={init_temperature} must be in (0, 1] "
+            raise ConfigError(f"MulanModel.init_temperature={init_temperature} must be in (0, 1] "
                              f"(at least {MIN_TEMPERATURE}).")
         if loss_type not in loss_lib.LOSSES:
-            raise ValueError(f"MulanModel.loss_type={loss_type!r}: use one of {loss_lib.LOSSES}.")
+            raise ConfigError(f"MulanModel.loss_type={loss_type!r}: use one of {loss_lib.LOSSES}.")
         self.frontend = frontend or LogMel()
         self.audio_samples, self.text_length, self.loss_type = audio_samples, text_length, loss_type
         self.text_checkpoint, self.audio_checkpoint = text_checkpoint, audio_checkpoint

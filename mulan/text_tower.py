@@ -14,6 +14,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
+from common.errors import ConfigError
 from layers import remat as remat_lib
 from layers import scan
 from layers.transformer import INIT, TransformerBlock, dense, layer_norm
@@ -39,7 +40,7 @@ class BertEncoder(nn.Module):
     def __call__(self, tokens: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
         length = tokens.shape[1]
         if length > self.max_positions:
-            raise ValueError(f"text length {length} exceeds the text tower's max_positions={self.max_positions}; "
+            raise ConfigError(f"text length {length} exceeds the text tower's max_positions={self.max_positions}; "
                              "shorten task_feature_lengths['text_tokens'] (texts are truncated to it).")
         word = self.param("word_embeddings", nn.with_logical_partitioning(INIT, ("vocab", "embed")),
                           (self.vocab_size, self.hidden))
@@ -74,7 +75,7 @@ class TextTower(nn.Module):
             m = mask.astype(h.dtype)[..., None]
             pooled = (h * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
         else:
-            raise ValueError(f"bert_tower.pooling={self.pooling!r}: use 'cls' or 'mean'.")
+            raise ConfigError(f"bert_tower.pooling={self.pooling!r}: use 'cls' or 'mean'.")
         return dense(self.embed_dim, ("embed", "latent"), "projection")(pooled)
 
 

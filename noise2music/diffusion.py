@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common.errors import ConfigError
+
 _B = float(np.arctan(np.exp(-10.0)))
 _A = float(np.arctan(np.exp(10.0))) - _B
 
@@ -42,7 +44,7 @@ class Schedule:
 
     def __post_init__(self):
         if self.name not in ("cosine", "linear"):
-            raise ValueError(f"Schedule.name={self.name!r}: use 'cosine' or 'linear'.")
+            raise ConfigError(f"Schedule.name={self.name!r}: use 'cosine' or 'linear'.")
 
     def alpha_sigma(self, t):
         t = jnp.asarray(t, jnp.float32)
@@ -74,7 +76,7 @@ def target(sched: Schedule, x, t, eps, parameterization: str = "eps"):
     if parameterization == "v":
         a, s = sched.alpha_sigma(t)
         return _bcast(a, x) * eps - _bcast(s, x) * x
-    raise ValueError(f"parameterization={parameterization!r}: use 'eps' or 'v'.")
+    raise ConfigError(f"parameterization={parameterization!r}: use 'eps' or 'v'.")
 
 
 def to_eps_x0(sched: Schedule, pred, x_t, t, parameterization: str = "eps"):
@@ -85,7 +87,7 @@ def to_eps_x0(sched: Schedule, pred, x_t, t, parameterization: str = "eps"):
         return pred, (x_t - s * pred) / a
     if parameterization == "v":
         return s * x_t + a * pred, a * x_t - s * pred
-    raise ValueError(f"parameterization={parameterization!r}: use 'eps' or 'v'.")
+    raise ConfigError(f"parameterization={parameterization!r}: use 'eps' or 'v'.")
 
 
 def diffusion_loss(sched: Schedule, pred, x, eps, t, parameterization: str = "eps", weighting: str = "simple",
@@ -104,7 +106,7 @@ def diffusion_loss(sched: Schedule, pred, x, eps, t, parameterization: str = "ep
         return err
     if weighting == "sigma":
         return jnp.square(sched.alpha_sigma(t)[1]) * err
-    raise ValueError(f"weighting={weighting!r}: use 'simple' or 'sigma'.")
+    raise ConfigError(f"weighting={weighting!r}: use 'simple' or 'sigma'.")
 
 
 # -- step schedules ------------------------------------------------------------------------------
@@ -126,7 +128,7 @@ def step_sizes(spec: str | Sequence[float]) -> np.ndarray:
     elif spec.startswith("uniform:"):
         n = spec.split(":", 1)[1]
         if not n.isdigit() or int(n) < 1:
-            raise ValueError(f"step schedule {spec!r}: 'uniform:N' needs a whole number of steps N >= 1")
+            raise ConfigError(f"step schedule {spec!r}: 'uniform:N' needs a whole number of steps N >= 1")
         sizes = np.full(int(n), 1.0 / int(n))
     elif spec.startswith("back_heavy:"):
         sizes = step_sizes(spec.split(":", 1)[1])[::-1]
@@ -135,10 +137,10 @@ def step_sizes(spec: str | Sequence[float]) -> np.ndarray:
     elif re.fullmatch(r"[0-9.eE+\-]+(,[0-9.eE+\-]+)*,?", spec.strip()):
         sizes = np.asarray([float(v) for v in spec.split(",") if v.strip()], np.float64)
     else:
-        raise ValueError(f"step schedule {spec!r}: comma-separated sizes, one of {sorted(PRESETS)}, 'uniform:N' or "
+        raise ConfigError(f"step schedule {spec!r}: comma-separated sizes, one of {sorted(PRESETS)}, 'uniform:N' or "
                          f"'back_heavy:SCHEDULE'")
     if sizes.ndim != 1 or not len(sizes) or np.any(sizes <= 0) or abs(sizes.sum() - 1.0) > 1e-6:
-        raise ValueError(f"step schedule {spec if isinstance(spec, str) else 'list'}: sizes must be positive "
+        raise ConfigError(f"step schedule {spec if isinstance(spec, str) else 'list'}: sizes must be positive "
                          f"and sum to 1 (sum {sizes.sum():.6g}, {len(sizes)} steps)")
     return sizes
 

@@ -27,6 +27,7 @@ import sys
 import time
 
 from common import cli
+from common.errors import ConfigError
 
 USAGE = __doc__
 
@@ -43,14 +44,14 @@ def embed_texts(out: str, split: str = "train", batch_size: int = 64, dtype: str
     t0 = time.time()
     model = flags_lib.bound("train.model")
     if not getattr(model, "has_text", False):
-        raise ValueError(f"train.model ({type(model).__name__}, stage {getattr(model, 'stage', '?')!r}) has no text "
+        raise ConfigError(f"train.model ({type(model).__name__}, stage {getattr(model, 'stage', '?')!r}) has no text "
                          f"encoder: nothing to precompute")
     data = flags_lib.bound("train.train_data")
     task, lengths = data.name, dict(data.task_feature_lengths)
     if data.task_module:
         importlib.import_module(data.task_module)
     if int(lengths["text_tokens"]) != model.text_length:
-        raise ValueError(f"train.train_data's task_feature_lengths['text_tokens']={lengths['text_tokens']} but "
+        raise ConfigError(f"train.train_data's task_feature_lengths['text_tokens']={lengths['text_tokens']} but "
                          f"Noise2MusicModel.text_length={model.text_length}")
     length = model.text_length
 
@@ -65,7 +66,7 @@ def embed_texts(out: str, split: str = "train", batch_size: int = 64, dtype: str
         if seen % 5000 == 0:
             print(f"  {seen} options read, {len(rows)} distinct texts", file=sys.stderr, flush=True)
     if not rows:
-        raise ValueError(f"task {task!r} gives no texts on its {split!r} split")
+        raise ConfigError(f"task {task!r} gives no texts on its {split!r} split")
     texts = sorted(rows)
     tokens = np.stack([rows[t][0] for t in texts])
     masks = (np.arange(length)[None] < np.array([rows[t][1] for t in texts])[:, None]).astype(np.int32)
@@ -116,10 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
         flags_lib.apply(flags)
         out = flags.own.get("out") or flags_lib.bound("%TEXT_EMBEDDINGS", None)
         if not out:
-            raise ValueError("no output folder: pass --out=DIR (or bind TEXT_EMBEDDINGS)")
+            raise ConfigError("no output folder: pass --out=DIR (or bind TEXT_EMBEDDINGS)")
         dtype = flags.own.get("dtype", "float32")
         if dtype not in ("float32", "float16"):
-            raise ValueError(f"--dtype={dtype!r}: float32 or float16")
+            raise ConfigError(f"--dtype={dtype!r}: float32 or float16")
         result = embed_texts(out, flags.own.get("split", "train"), int(flags.own.get("batch_size", 64)), dtype)
     print(f"\n{result['texts']} text embeddings in {result['out']}; train with "
           f"--gin.TEXT_EMBEDDINGS=\"'{result['out']}'\"", file=sys.stderr)

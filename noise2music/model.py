@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from common.errors import ConfigError
 from noise2music import conditioning, diffusion
 from layers import precision
 from layers.audio_frontend import MelSpec
@@ -126,19 +127,19 @@ class Noise2MusicModel(BaseModel):
         self.spec = sp = stage_spec(stage)
         self.vocabulary, self.text_checkpoint = vocabulary, text_checkpoint
         if text_checkpoint and text_encoder is None:
-            raise ValueError(f"Noise2MusicModel.text_checkpoint={text_checkpoint!r}, but stage {stage!r} has no text "
+            raise ConfigError(f"Noise2MusicModel.text_checkpoint={text_checkpoint!r}, but stage {stage!r} has no text "
                              f"encoder")
         if text_embeddings and text_encoder is None:
-            raise ValueError(f"Noise2MusicModel.text_embeddings={text_embeddings!r} (TEXT_EMBEDDINGS), but stage "
+            raise ConfigError(f"Noise2MusicModel.text_embeddings={text_embeddings!r} (TEXT_EMBEDDINGS), but stage "
                              f"{stage!r} has no text encoder")
         self.text_embeddings = text_embeddings
         if text_encoder is not None and text_encoder.vocab_size is None:
             if vocabulary is None:
-                raise ValueError("T5Config.vocab_size=None takes the size of Noise2MusicModel.vocabulary, "
+                raise ConfigError("T5Config.vocab_size=None takes the size of Noise2MusicModel.vocabulary, "
                                  "which is not set (bind it to %TEXT_VOCAB, or give T5Config.vocab_size)")
             text_encoder = dataclasses.replace(text_encoder, vocab_size=int(vocabulary.vocab_size))
         if cond_blur not in (None, "1d", "2d"):
-            raise ValueError(f"Noise2MusicModel.cond_blur={cond_blur!r}: None, '1d' or '2d'")
+            raise ConfigError(f"Noise2MusicModel.cond_blur={cond_blur!r}: None, '1d' or '2d'")
         self.stage, self.source_rate, self.audio_samples = stage, source_rate, audio_samples
         self.rate, self.low_rate, self.text_length, self.mel = rate, low_rate, text_length, mel
         compute = precision.dtype(dtype, "Noise2MusicModel.dtype")
@@ -147,30 +148,30 @@ class Noise2MusicModel(BaseModel):
         if sp.uses_mel:
             reads_mel_audio = sp.conditioning == MEL_BOTTOM
             if source_rate != mel.sample_rate or (reads_mel_audio and rate != mel.sample_rate):
-                raise ValueError(f"Noise2MusicModel(stage={stage!r}): the spectrogram is of {mel.sample_rate} Hz audio; "
+                raise ConfigError(f"Noise2MusicModel(stage={stage!r}): the spectrogram is of {mel.sample_rate} Hz audio; "
                                  f"source_rate={source_rate}" + (f", rate={rate}" if reads_mel_audio else ""))
             if audio_samples % mel.hop:
-                raise ValueError(f"Noise2MusicModel: audio_samples={audio_samples} is not a whole number of "
+                raise ConfigError(f"Noise2MusicModel: audio_samples={audio_samples} is not a whole number of "
                                  f"{mel.hop}-sample spectrogram frames")
         if sp.output == MEL:
             self.rate = None
             self.length = audio_samples // mel.hop
         else:
             if (audio_samples * rate) % source_rate:
-                raise ValueError(f"Noise2MusicModel: {audio_samples} samples at {source_rate} Hz are not a whole "
+                raise ConfigError(f"Noise2MusicModel: {audio_samples} samples at {source_rate} Hz are not a whole "
                                  f"number of samples at rate={rate}")
             self.length = audio_samples * rate // source_rate
         if sp.conditioning == MEL_BOTTOM and unet.downsampling != mel.hop:
-            raise ValueError(f"Noise2MusicModel(stage={stage!r}): prod(UNet1D.strides) = {unet.downsampling} must "
+            raise ConfigError(f"Noise2MusicModel(stage={stage!r}): prod(UNet1D.strides) = {unet.downsampling} must "
                              f"equal the spectrogram hop ({mel.hop} samples) so the spectrogram aligns with the bottom "
                              f"of the U")
         if sp.conditioning == LOWFI:
             if not low_rate or low_rate >= rate or (audio_samples * low_rate) % source_rate:
-                raise ValueError(f"Noise2MusicModel(stage={stage!r}): low_rate={low_rate} must be below rate={rate} and "
+                raise ConfigError(f"Noise2MusicModel(stage={stage!r}): low_rate={low_rate} must be below rate={rate} and "
                                  f"give whole samples: the cascade's sample rates must chain")
         channels = mel.num_mels if sp.output == MEL else 1
         if unet.out_channels != channels:
-            raise ValueError(f"Noise2MusicModel(stage={stage!r}): UNet1D.out_channels={unet.out_channels}, but the stage "
+            raise ConfigError(f"Noise2MusicModel(stage={stage!r}): UNet1D.out_channels={unet.out_channels}, but the stage "
                              f"predicts {channels} channel(s)")
         self.channels = channels
         self.padded = _pad_to(self.length, unet.downsampling)
@@ -203,7 +204,7 @@ class Noise2MusicModel(BaseModel):
         if not self.has_text:
             return params
         if self.vocabulary is not None and int(self.vocabulary.vocab_size) > self.net.text.vocab_size:
-            raise ValueError(f"the text vocabulary ({getattr(self.vocabulary, 'sentencepiece_model_file', '')}) has "
+            raise ConfigError(f"the text vocabulary ({getattr(self.vocabulary, 'sentencepiece_model_file', '')}) has "
                              f"{self.vocabulary.vocab_size} tokens but T5Config.vocab_size is "
                              f"{self.net.text.vocab_size}: ids beyond it have no embedding")
         if not self.text_checkpoint:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from common.errors import ConfigError
+
 AUDIO, MEL = "audio", "mel"            # what a stage generates
 LOWFI, MEL_BOTTOM = "lowfi", "mel_bottom"  # what it is conditioned on (besides text)
 
@@ -66,5 +68,5 @@ FINAL = "super_resolution"
 
 def spec(name: str) -> StageSpec:
     if name not in STAGES:
-        raise ValueError(f"Noise2MusicModel.stage={name!r}: one of {tuple(STAGES)}")
+        raise ConfigError(f"Noise2MusicModel.stage={name!r}: one of {tuple(STAGES)}")
     return STAGES[name]

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common.errors import ConfigError
 from layers import scan
 
 _SIZES = {  # d_model, d_ff, heads, layers  (d_kv = 64)
@@ -57,7 +58,7 @@ class T5Config:
     @classmethod
     def v1_1(cls, size: str = "base", **kw) -> "T5Config":
         if size not in _SIZES:
-            raise ValueError(f"T5Config.v1_1: size {size!r} not in {sorted(_SIZES)}")
+            raise ConfigError(f"T5Config.v1_1: size {size!r} not in {sorted(_SIZES)}")
         d, ff, h, n = _SIZES[size]
         return cls(d_model=d, d_ff=ff, num_heads=h, num_layers=n, **kw)
 

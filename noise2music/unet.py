@@ -42,6 +42,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from common.errors import ConfigError
 from layers import remat as remat_lib
 from layers import scan
 from layers.attention import MultiHeadAttention
@@ -244,11 +245,11 @@ class UNet1D(nn.Module):
     def __post_init__(self):
         remat_lib.check(self.remat, "UNet1D.remat")
         if self.attention_placement not in _PLACEMENTS:
-            raise ValueError(f"UNet1D.attention_placement = {self.attention_placement!r}: expected one of {_PLACEMENTS}")
+            raise ConfigError(f"UNet1D.attention_placement = {self.attention_placement!r}: expected one of {_PLACEMENTS}")
         n = len(self.strides)
         for name in ("multipliers", "blocks", "self_attention", "cross_attention"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"UNet1D.{name} has {len(getattr(self, name))} entries but strides has {n}: "
+                raise ConfigError(f"UNet1D.{name} has {len(getattr(self, name))} entries but strides has {n}: "
                                  f"one per depth")
         super().__post_init__()
 
@@ -262,7 +263,7 @@ class UNet1D(nn.Module):
         low-fi conditioning stacked as channels; bottom: [B, L / prod(strides), C_b] projected and added at the
         bottom of the U.  -> [B, L, out_channels]."""
         if x.shape[1] % self.downsampling:
-            raise ValueError(f"UNet1D: length {x.shape[1]} is not a multiple of prod(strides) = {self.downsampling} "
+            raise ConfigError(f"UNet1D: length {x.shape[1]} is not a multiple of prod(strides) = {self.downsampling} "
                              f"(pad or crop the input: Noise2MusicModel pads and masks, see noise2music/model.py)")
         if any(self.cross_attention) and text is None:
             raise ValueError("UNet1D: cross-attention is configured but no `text` was given")

@@ -43,6 +43,7 @@ from etils import epath
 from orbax.checkpoint import future as ocp_future
 
 from common import paths
+from common.errors import require
 from trainer.input_pipeline import DataIterator
 
 log = logging.getLogger(__name__)
@@ -253,6 +254,10 @@ class CheckpointConfig:
     async_save: bool = True
     init_from: str | None = None
     verify: bool | None = None
+
+    def __post_init__(self):
+        require(self.period >= 0, "CheckpointConfig.period (CHECKPOINT_PERIOD)", self.period, "at least 0")
+        require(self.keep is None or self.keep >= 1, "CheckpointConfig.keep", self.keep, "at least 1 or None")
 
 
 class Checkpointer:

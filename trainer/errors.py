@@ -1,5 +1,5 @@
-"""The trainer's error for a setting that cannot work (binaries exit 2 on it, naming the binding)."""
+"""The trainer's error for a setting that cannot work (binaries exit 2 on it, naming the binding):
+`common.errors.ConfigError`, under the name the trainer's modules have always used."""
+from common.errors import ConfigError, require
 
-
-class ConfigError(ValueError):
-    """A setting of `train()` that cannot work; the message names the binding."""
+__all__ = ["ConfigError", "require"]

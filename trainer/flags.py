@@ -8,16 +8,21 @@
 
 Gin files are parsed first, then bindings in order.  A binding for a
 configurable or parameter that does not exist, or for a macro no gin file
-defines (e.g. `--gin.TRAIN_STEP=5`), is an error that names it.
+defines (e.g. `--gin.TRAIN_STEP=5`), is an error that names it; so is a value
+of the wrong type for the parameter's annotation (`--gin.BATCH_SIZE="'32'"`:
+`train.batch_size = '32' (through %BATCH_SIZE): expected int`).
 """
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import dataclasses
 import difflib
 import logging
 import os
 import sys
+import types
+import typing
 
 import gin
 
@@ -142,6 +147,80 @@ def apply(flags: Flags) -> None:
             gin.parse_config(b)
         except Exception as e:  # noqa: BLE001
             raise FlagError(f"gin binding {b!r}: {type(e).__name__}: {e}") from e
+    check_binding_types()
+
+
+def _hints(fn) -> dict:
+    """A configurable's parameter annotations (a class's `__init__`'s, or its dataclass fields');
+    {} where they cannot be evaluated."""
+    for target in ((fn.__init__, fn) if isinstance(fn, type) else (fn,)):
+        try:
+            hints = typing.get_type_hints(target)
+        except Exception:  # noqa: BLE001 -- annotations naming what is not importable: unchecked.
+            continue
+        if hints:
+            return hints
+    return {}
+
+
+def _fits(value, hint) -> bool:
+    """Whether a literal `value` fits annotation `hint`; True for annotations this cannot judge
+    (classes, callables, Any): a reference (`@Foo()`) is never judged here."""
+    if hint is typing.Any or isinstance(hint, typing.TypeVar):
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (tuple, list, collections.abc.Sequence) or hint in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(args) == len(value) and all(_fits(v, a) for v, a in zip(value, args))
+        return not args or all(_fits(v, args[0]) for v in value)
+    if origin in (dict, collections.abc.Mapping) or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _describe(hint) -> str:
+    return getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def check_binding_types() -> None:
+    """Every literal bound to a configurable's parameter, directly or through macros, against
+    the parameter's annotation (int, float, bool, str, None, unions, Literal, tuples, lists,
+    sequences, dicts).  FlagError naming the binding and the macro it came through."""
+    config = gin.config._CONFIG  # noqa: SLF001 -- gin has no public API for the parsed bindings.
+    for (scope, selector), params in config.items():
+        configurable = gin.config._REGISTRY.get_match(selector)  # noqa: SLF001
+        if configurable is None or selector.endswith("macro"):
+            continue
+        hints = _hints(configurable.wrapped)
+        for param, value in params.items():
+            via = []
+            while isinstance(value, gin.config.ConfigurableReference) and value.configurable.name == "macro":
+                name = value.scoped_selector.rsplit("/", 1)[0]
+                via.append(f"%{name}")
+                value = config.get((name, value.configurable.selector), {}).get("value", value)
+                if len(via) > 20:
+                    break
+            if param not in hints or isinstance(value, gin.config.ConfigurableReference) or _fits(value, hints[param]):
+                continue
+            through = f" (through {' -> '.join(via)})" if via else ""
+            raise FlagError(f"{scope + '/' if scope else ''}{configurable.name}.{param} = {value!r}{through}: "
+                            f"expected {_describe(hints[param])}, got {type(value).__name__}")
 
 
 def parse_and_apply(argv: list[str] | None = None, usage: str = "") -> Flags:

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Mapping
 import gin
 import numpy as np
 
+from common.errors import ConfigError
 from trainer.partitioning import DataLayout
 
 NumpyBatch = dict[str, np.ndarray]
@@ -140,7 +141,7 @@ class SeqioData(DataSource):
         try:
             seqio.get_mixture_or_task(self.name)
         except ValueError as e:
-            raise ValueError(
+            raise ConfigError(
                 f"SeqioData.mixture_or_task_name={self.name!r} is not registered "
                 f"(set SeqioData.task_module to the module that registers it)."
             ) from e

@@ -16,6 +16,8 @@ import threading
 import gin
 import jax
 
+from common.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 _initialized = False
@@ -40,7 +42,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         process_id = int(os.environ["JAX_PROCESS_ID"])
     if coordinator_address:
         if num_processes is None or process_id is None:
-            raise ValueError(
+            raise ConfigError(
                 "JAX_COORDINATOR_ADDRESS is set but JAX_NUM_PROCESSES / JAX_PROCESS_ID "
                 "(or --gin.initialize.num_processes / process_id) are not."
             )

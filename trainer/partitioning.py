@@ -24,6 +24,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
+from common.errors import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 LogicalRules = Sequence[tuple[str, Any]]
@@ -70,23 +72,23 @@ class DataLayout:
 def resolve_mesh_shape(mesh_shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
     shape = list(mesh_shape)
     if len(shape) != len(MESH_AXES):
-        raise ValueError(
+        raise ConfigError(
             f"Partitioner.mesh_shape={tuple(mesh_shape)} must have one size per mesh "
             f"axis {MESH_AXES}."
         )
     unknown = [i for i, s in enumerate(shape) if s == -1]
     if len(unknown) > 1:
-        raise ValueError(f"Partitioner.mesh_shape={tuple(mesh_shape)}: at most one size may be -1.")
+        raise ConfigError(f"Partitioner.mesh_shape={tuple(mesh_shape)}: at most one size may be -1.")
     known = math.prod(s for s in shape if s != -1)
     if unknown:
         if num_devices % known:
-            raise ValueError(
+            raise ConfigError(
                 f"Partitioner.mesh_shape={tuple(mesh_shape)} does not divide the "
                 f"{num_devices} available devices."
             )
         shape[unknown[0]] = num_devices // known
     if math.prod(shape) != num_devices:
-        raise ValueError(
+        raise ConfigError(
             f"Partitioner.mesh_shape={tuple(mesh_shape)} needs {math.prod(shape)} devices, "
             f"but {num_devices} are available."
         )
@@ -117,7 +119,7 @@ class Partitioner:
         for name, axes in self.logical_axis_rules:
             for ax in (axes if isinstance(axes, tuple) else (axes,)):
                 if ax is not None and ax not in MESH_AXES:
-                    raise ValueError(
+                    raise ConfigError(
                         f"Partitioner.logical_axis_rules: rule for {name!r} names mesh axis "
                         f"{ax!r}; the mesh axes are {MESH_AXES}."
                     )
@@ -181,7 +183,7 @@ class Partitioner:
     def data_layout(self, global_batch_size: int) -> DataLayout:
         """This host's slice of the global batch (usable as seqio `ShardInfo`)."""
         if global_batch_size % self.num_batch_shards:
-            raise ValueError(
+            raise ConfigError(
                 f"BATCH_SIZE={global_batch_size} is not divisible by the "
                 f"{self.num_batch_shards} batch shards of mesh {dict(self.mesh.shape)}."
             )
@@ -189,7 +191,7 @@ class Partitioner:
         groups = sorted({tuple(sorted(s)) for s in per_process.values()})
         for g in groups:
             if list(g) != list(range(g[0], g[0] + len(g))):
-                raise ValueError(
+                raise ConfigError(
                     f"Mesh {dict(self.mesh.shape)} gives a host non-contiguous batch shards {g}; "
                     "put the 'data'/'fsdp' axes outermost over hosts."
                 )

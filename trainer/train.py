@@ -39,7 +39,7 @@ from trainer import run_dir as run_dir_lib
 from trainer.aot import Program
 from trainer.base_model import BaseModel
 from trainer.checkpoints import CheckpointConfig, Checkpointer, CheckpointRestoreError
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, require
 from trainer.frozen import Frozen
 from trainer.hooks import MediaHook, write_media
 from trainer.input_pipeline import DataSource
@@ -166,7 +166,7 @@ def train(
     optimizer: optax.GradientTransformation,
     train_steps: int,
     batch_size: int,
-    model_dir: str,
+    model_dir: str | None,
     partitioner: Partitioner | None = None,
     checkpoint: CheckpointConfig | None = None,
     eval_data: DataSource | None = None,
@@ -202,6 +202,13 @@ def train(
     # Every setting is checked before anything is written: a bad one leaves the run dir as it was.
     if not model_dir:
         raise ConfigError("train.model_dir is not set: pass --model_dir=DIR (a local path or gs://...).")
+    require(train_steps >= 0, "train.train_steps (TRAIN_STEPS)", train_steps, "at least 0")
+    require(batch_size >= 1, "train.batch_size (BATCH_SIZE)", batch_size, "at least 1")
+    require(log_period >= 1, "train.log_period", log_period, "at least 1")
+    require(eval_period >= 0 and eval_steps >= 1, "train.eval_period, train.eval_steps", (eval_period, eval_steps),
+            "at least 0 and at least 1")
+    require(microbatches >= 1, "train.microbatches", microbatches, "at least 1")
+    require(ema_decay is None or 0 <= ema_decay < 1, "train.ema_decay", ema_decay, "in [0, 1) or None")
     run_dir = paths.resolve(model_dir)        # local (made absolute, for Orbax) or gs://
     model_dir = str(run_dir)
     if topology_name:
