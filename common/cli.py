@@ -10,6 +10,7 @@ Binaries are thin: argument parsing and this plumbing; the work is in libraries.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -53,3 +54,31 @@ def print_json(result: dict) -> dict:
     """The binary's figures as one JSON object, the last line of stdout."""
     print(json.dumps(result), flush=True)
     return result
+
+
+# -- trusting a run's gin config -------------------------------------------------
+# A gin file can import any module, and importing runs its code.  Loading a run for inference
+# parses the run's config, so by default (trainer/restore.py) only imports of the project's own
+# packages are allowed in it; `--trust_config` lifts that for one invocation.
+_trusted = {"configs": False}
+
+
+class _TrustConfig(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        _trusted["configs"] = True
+        setattr(namespace, self.dest, True)
+
+
+def add_trust_flag(ap: argparse.ArgumentParser) -> None:
+    """`--trust_config`: load runs whose config imports modules outside this project."""
+    ap.add_argument("--trust_config", nargs=0, action=_TrustConfig, default=False,
+                    help="load a run whose config.gin imports modules outside this project (running "
+                         "their code); only for runs from someone you trust")
+
+
+def configs_trusted() -> bool:
+    return _trusted["configs"]
+
+
+def trust_configs(on: bool = True) -> None:
+    _trusted["configs"] = on

@@ -17,12 +17,14 @@ from collections.abc import Iterator
 
 def read_rows(path: str) -> Iterator[tuple[int, dict]]:
     """(line number, JSON object) for every non-blank line; ValueError names `path line N`."""
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path} line {n}: not UTF-8 ({e.reason} at byte {e.start})") from None
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path} line {n}: not JSON ({e})") from None
             if not isinstance(row, dict):

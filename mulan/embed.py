@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model_dir", required=True)
     ap.add_argument("--step", type=int, default=None)
     ap.add_argument("--no_ema", action="store_true")
+    cli.add_trust_flag(ap)
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--audio_dir", help="embed every audio file under this folder")
     src.add_argument("--manifest", help="embed the audio of a JSON-lines manifest")

@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model_dir", required=True, help="a MuLan training run's directory")
     ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     ap.add_argument("--no_ema", action="store_true", help="use the raw, not the EMA, parameters")
+    cli.add_trust_flag(ap)
     ap.add_argument("--corpus_dir", default=None, help="a built corpus (default: the one the run trained on)")
     ap.add_argument("--manifest", default=None, help="a JSON-lines manifest with audio paths and tags")
     ap.add_argument("--split", default="test", help="the manifest split to evaluate ('' = all rows)")

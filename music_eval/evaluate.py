@@ -36,6 +36,7 @@ def parse_args(argv):
     ap.add_argument("--reference", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--mulan", default=None, help="a trained MuLan run (model dir)")
+    cli.add_trust_flag(ap)
     ap.add_argument("--embedders", default=None, help="comma-separated; default musicnn (+ mulan with --mulan)")
     ap.add_argument("--compare", action="append", default=[], metavar="NAME=SAMPLES")
     ap.add_argument("--name", default=None, help="the generated system's name in the report")
@@ -58,7 +59,7 @@ def main(argv=None) -> dict:
     from music_eval.inputs import EvalInputError
 
     with cli.exit_on(EvalInputError):
-        report = scoring.evaluate(scoring.EvalSettings(**vars(a)))
+        report = scoring.evaluate(scoring.EvalSettings(**{k: v for k, v in vars(a).items() if k != "trust_config"}))
     print(report_lib.text_table(report), file=sys.stderr)
     print(f"\n[evaluate] metrics: {os.path.join(a.out, 'metrics.json')}\n[evaluate] report:  {report['html']}",
           file=sys.stderr)

@@ -38,6 +38,12 @@ def _read_manifest(path: str, flag: str) -> list[Item]:
         for n, r in manifest_lib.read_rows(path):
             if "audio" not in r:
                 raise ValueError(f"{path} line {n}: no 'audio'")
+            audio, text = r["audio"], r.get("text")
+            if not (isinstance(audio, str) or (isinstance(audio, dict) and audio and all(isinstance(v, str) for v in audio.values()))):
+                raise ValueError(f"{path} line {n}: field 'audio' must be a path or {{rate: path}}, not "
+                                 f"{json.dumps(audio)[:80]}")
+            if text is not None and not isinstance(text, str):
+                raise ValueError(f"{path} line {n}: field 'text' must be a string, not {json.dumps(text)[:80]}")
             items.append(Item(str(r.get("id", r.get("clip_id", n))), manifest_lib.audio_path(r["audio"], path),
                               str(r.get("text") or "")))
     except ValueError as e:
@@ -74,13 +80,19 @@ def read_generated(path: str, suffix: str = "_16k.wav", flag: str = "--generated
 
 
 def read_reference(path: str) -> list[Item]:
+    """The reference set: at least 2 clips (FAD fits a Gaussian to them)."""
     if os.path.isdir(path):
-        if os.path.exists(os.path.join(path, "reference.jsonl")):
-            return _read_manifest(os.path.join(path, "reference.jsonl"), "--reference")
-        raise EvalInputError(f"--reference={path}: a folder without reference.jsonl (make one with `python -m music_eval.write_eval_set`)")
-    if not os.path.exists(path):
+        if not os.path.exists(os.path.join(path, "reference.jsonl")):
+            raise EvalInputError(f"--reference={path}: a folder without reference.jsonl (make one with "
+                                 f"`python -m music_eval.write_eval_set`)")
+        path = os.path.join(path, "reference.jsonl")
+    elif not os.path.exists(path):
         raise EvalInputError(f"--reference={path}: no such file or folder")
-    return _read_manifest(path, "--reference")
+    items = _read_manifest(path, "--reference")
+    if len(items) < 2:
+        raise EvalInputError(f"--reference={path}: {len(items)} clip; FAD needs at least 2 reference clips "
+                             f"(it fits a Gaussian to their embeddings)")
+    return items
 
 
 def load_segments(items: list[Item], rate: int, seconds: float) -> list[np.ndarray]:

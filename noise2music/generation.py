@@ -6,20 +6,23 @@ Every (prompt, seed) item goes through the cascade's stages in batches of `batch
 stage's outputs are written as they finish (`NNN_seedS_<stage>.wav`, the 16 kHz WAV with its
 log-mel PNG, the 24 kHz WAV; on the spectrogram path the generated log-mel as .npy and .png), and
 `settings.json` records the prompts, stages, settings, timings and files (status 'running' until
-the end, 'failed' with the error if sampling stops).
+the end, 'failed' with the error if sampling stops).  They are written into `OUT.partial`, which
+becomes `OUT` only when the run completes: a failed or interrupted run leaves an earlier `OUT` as
+it was (and its own partial output, with its error, in `OUT.partial`).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 
 import numpy as np
 
 from noise2music import cascade
-from noise2music.sampler import SamplingError, Settings, num_steps
+from noise2music.sampler import Settings, num_steps
 from noise2music.stages import FINAL, MEL
 
 log = logging.getLogger("noise2music.sample")
@@ -71,7 +74,7 @@ def generate(prompts: list[str], out: str, stages: list[cascade.Stage], settings
     from layers.audio_frontend import MelSpec
 
     cascade.check_chain(stages)
-    os.makedirs(out, exist_ok=True)
+    final, out = _staging(out)
     items = [(i, p, seed) for i, p in enumerate(prompts) for seed in seeds]
     bases = [f"{i + 1:03d}_seed{seed}" for i, _, seed in items]
     report = {"status": "running", "prompts": prompts, "seeds": seeds, "path": path,
@@ -80,7 +83,7 @@ def generate(prompts: list[str], out: str, stages: list[cascade.Stage], settings
                                    "num_steps": num_steps(settings[st.name])}
                          for st in stages},
               "samples": [{"prompt": p, "prompt_index": i, "seed": seed, "files": []} for i, p, seed in items],
-              "seconds": {}, "out": os.path.abspath(out)}
+              "seconds": {}, "out": final}
     settings_path = os.path.join(out, "settings.json")
 
     def save_report():
@@ -139,12 +142,46 @@ def generate(prompts: list[str], out: str, stages: list[cascade.Stage], settings
                 file = os.path.join(out, f"{base}_24k.wav")
                 write_wav(file, hi[0, :, 0], 24000)
                 add(k, file)
-    except SamplingError as e:
-        report["status"], report["error"] = "failed", str(e)
+    except BaseException as e:
+        report["status"], report["error"] = "failed", f"{type(e).__name__}: {e}"
         save_report()
         raise
     report["status"] = "completed"
     save_report()
+    _publish(out, final)
     return report
+
+
+def check_out(out: str) -> str:
+    """OUT, absolute, if it is new, empty, or an earlier sampling's output (it holds
+    `settings.json`): only such a folder may be replaced."""
+    final = os.path.abspath(out)
+    if os.path.exists(final) and not (os.path.isdir(final) and (
+            not os.listdir(final) or os.path.exists(os.path.join(final, "settings.json")))):
+        raise ValueError(f"--out={out}: exists and is not an earlier sampling's output (no settings.json); "
+                         f"give a new or empty folder")
+    return final
+
+
+def _staging(out: str) -> tuple[str, str]:
+    """(the output folder, the folder to write into): `OUT.partial`, renamed to OUT when every
+    sample is written, so a failed or interrupted run never replaces what OUT held."""
+    final = check_out(out)
+    staging = final + ".partial"
+    if os.path.isdir(staging):
+        shutil.rmtree(staging)           # An earlier failed or interrupted run's.
+    os.makedirs(staging)
+    return final, staging
+
+
+def _publish(staging: str, final: str) -> None:
+    """The finished `staging` folder becomes `final`; an earlier output there is removed after."""
+    old = None
+    if os.path.exists(final):
+        old = f"{final}.replaced-{os.getpid()}"
+        os.replace(final, old)
+    os.replace(staging, final)
+    if old:
+        shutil.rmtree(old)
 
 

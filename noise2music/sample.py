@@ -20,9 +20,12 @@ its step schedule, guidance scale and gamma default to the paper's (docs/PAPERS.
       --generator=runs/n2m_gen --cascader=runs/n2m_cas --seeds=0,1 \\
       --generator_steps=uniform:200 --generator_guidance=3 --cascader_steps=uniform:100
 
-The last line of stdout is one JSON object (files, timings); exit status 2 for bad input, 3 for
-non-finite values during sampling (everything written before stays, and settings.json says what
-failed).
+Everything is written into `DIR.partial`, which becomes --out only when the run completes, so a
+failed or interrupted run never replaces an earlier output in --out (its partial output and
+error stay in `DIR.partial/settings.json`); --out must be new, empty, or an earlier sampling's.
+The last line of stdout is one JSON object (files, timings); exit status 2 for bad input (out-of-
+range settings such as a gamma outside [0, 1], a negative guidance or length: named before any
+model loads), 3 for non-finite values during sampling.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import sys
 import numpy as np
 
 from common import cli
+from common.errors import require
 from noise2music.stages import FINAL, LOWFI, PATHS, STAGES
 
 
@@ -42,6 +46,7 @@ def parse_args(argv):
     ap.add_argument("--prompts", required=True, help="text file, one prompt per line")
     ap.add_argument("--out", required=True, help="output folder (created)")
     ap.add_argument("--path", choices=sorted(PATHS), default="waveform")
+    cli.add_trust_flag(ap)
     ap.add_argument("--seeds", default="0", help="comma-separated; one sample per prompt and seed")
     ap.add_argument("--seconds", type=float, default=None,
                     help="length to generate (default: the first stage's training length)")
@@ -58,6 +63,18 @@ def parse_args(argv):
         ap.add_argument(f"--{s}_gamma", type=float, default=None, help="ancestral stochasticity in [0, 1]")
         ap.add_argument(f"--{s}_checkpoint_step", type=int, default=None, help="default: the newest")
     return ap.parse_args(argv)
+
+
+def _check_ranges(a) -> None:
+    """Settings out of their range, named before any model is loaded."""
+    require(a.seconds is None or a.seconds > 0, "--seconds", a.seconds, "positive")
+    require(a.batch_size >= 1, "--batch_size", a.batch_size, "at least 1")
+    require(0.0 <= a.cond_noise <= 1.0, "--cond_noise", a.cond_noise, "a diffusion time in [0, 1]")
+    for s in STAGES:
+        gamma, guidance = getattr(a, f"{s}_gamma"), getattr(a, f"{s}_guidance")
+        require(gamma is None or 0.0 <= gamma <= 1.0, f"--{s}_gamma", gamma, "in [0, 1]")
+        require(guidance is None or guidance >= 0.0, f"--{s}_guidance", guidance,
+                "at least 0 (0: no guidance; the paper's scales are about 1-15)")
 
 
 def _stages(a):
@@ -103,6 +120,8 @@ def main(argv=None) -> dict:
         seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
         if not seeds:
             raise ValueError("--seeds: give at least one")
+        _check_ranges(a)
+        generation.check_out(a.out)
         stages, settings = _stages(a)
         report = generation.generate(prompts, a.out, stages, settings, seeds=seeds, batch_size=a.batch_size,
                                      seconds=a.seconds, path=a.path)

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model_dir", required=True, help="a trained MuLan run")
     ap.add_argument("--step", type=int, default=None)
+    cli.add_trust_flag(ap)
     ap.add_argument("--bank", required=True, help="a caption bank built by pseudo_labels.write_bank")
     ap.add_argument("--corpus", default=None, help="the corpus to label (default: the demo corpus)")
     ap.add_argument("--out", required=True)

@@ -25,7 +25,7 @@ from typing import Any
 import gin
 
 import configs
-from common import paths
+from common import cli, paths
 from trainer import flags as flags_lib
 from trainer import frozen as frozen_lib
 from trainer.checkpoints import INTEGRITY_FILE, Checkpointer, CheckpointRestoreError
@@ -33,6 +33,9 @@ from trainer.partitioning import Partitioner
 from trainer.train_state import abstract_state
 
 log = logging.getLogger(__name__)
+
+# What a run's config may import without --trust_config: the project's own packages.
+TRUSTED_PACKAGES = frozenset((*cli.PACKAGES, "configs"))
 
 
 class ModelDirError(ValueError):
@@ -68,12 +71,32 @@ def upgrade_config(text: str) -> tuple[str, list[str]]:
     return "\n".join(out) + "\n", sorted(set(notes))
 
 
+def check_imports(text: str, path) -> None:
+    """ModelDirError, naming the line, if the config imports a module outside the project's own
+    packages or includes another file, unless configs are trusted (`--trust_config`): parsing
+    the config imports those modules, and importing runs their code (README, "What a gin file
+    can do")."""
+    if cli.configs_trusted():
+        return
+    for ln, line in enumerate(text.splitlines(), 1):
+        m = re.match(r"\s*(?:import\s+([\w.]+)|from\s+([\w.]+)\s+import\b)", line)
+        module = m and (m.group(1) or m.group(2))
+        if module and module.split(".")[0] not in TRUSTED_PACKAGES:
+            raise ModelDirError(f"{path}:{ln}: imports {module!r}, which is not part of this project: loading "
+                                f"the run would run that module's code. Pass --trust_config if you trust "
+                                f"whoever wrote {path}.")
+        if re.match(r"\s*include\s", line):
+            raise ModelDirError(f"{path}:{ln}: includes another gin file ({line.strip()[:200]}); a run's config "
+                                f"is self-contained. Pass --trust_config if you trust whoever wrote {path}.")
+
+
 def model_from_config(config_path: str, expect: type,
                       bindings: Sequence[str] = ()) -> tuple[Any, Any, bool, frozen_lib.Frozen]:
     """Parses a run's `config.gin` and builds its `train.model`: (model, logical axis rules or
     None, whether the run kept EMA parameters, its frozen parameters).  The run's config stays parsed (callers may query
     it) until the next load clears it, so runs of several models load one after another."""
     text, notes = upgrade_config(paths.resolve(config_path).read_text())
+    check_imports(text, config_path)
     if notes:
         log.warning("%s was written by an older layout; read with: %s", config_path, "; ".join(notes))
     gin.clear_config()
@@ -133,7 +156,7 @@ def load(model_dir: str, *, expect: type, step: int | None = None, use_ema: bool
                 run = _load_step(ckpt, s, expect, use_ema, bindings, mesh_shape, run_config)
             except CheckpointRestoreError as e:
                 if (ckpt.step_dir(s) / INTEGRITY_FILE).exists() and ckpt.verify:
-                    raise ModelDirError(str(e)) from e      # Intact: the config is at fault.
+                    raise                                   # Intact: the config is at fault.
                 failures.append(str(e))
             else:
                 ckpt.close()

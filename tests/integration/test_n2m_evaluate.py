@@ -108,7 +108,7 @@ def test_evaluate_scores_orders_and_reports(eval_set, tiny_mulan, tmp_path):
     assert (tmp_path / "shot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_evaluate_names_bad_input(eval_set, tmp_path):
+def test_evaluate_names_bad_input(eval_set, tmp_path, capsys):
     ref_dir, rows = eval_set
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt this is not audio")
@@ -124,3 +124,20 @@ def test_evaluate_names_bad_input(eval_set, tmp_path):
     man.write_text("{not json\n")
     p = _evaluate(f"--generated={man}", f"--reference={ref_dir}", f"--out={tmp_path / 'o'}")
     assert p.returncode == 2 and f"{man} line 1" in p.stderr
+    # Found before any embedding work: exit 2 naming the file, line and field (in-process: no model loads).
+    from music_eval import evaluate
+
+    good = _manifest(tmp_path / "g.jsonl", rows)
+    one = tmp_path / "one.jsonl"
+    one.write_text(open(good).readline())
+    latin = tmp_path / "latin1.jsonl"
+    latin.write_bytes(json.dumps({"audio": "a.wav", "text": "x"}).encode() + b"\n" + b'{"audio": "caf\xe9.wav"}\n')
+    listed = tmp_path / "listed.jsonl"
+    listed.write_text(json.dumps({"audio": ["a.wav", "b.wav"], "text": "x"}) + "\n")
+    for gen, ref, says in [(good, one, "FAD needs at least 2 reference clips"),
+                           (latin, ref_dir, f"{latin} line 2: not UTF-8"),
+                           (listed, ref_dir, f"{listed} line 1: field 'audio' must be a path")]:
+        with pytest.raises(SystemExit) as e:
+            evaluate.main([f"--generated={gen}", f"--reference={ref}", f"--out={tmp_path / 'o'}", "--embedders=musicnn"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and says in err, err[-1500:]

@@ -113,8 +113,14 @@ def test_waveform_cascade_writes_audio_spectrograms_and_settings(tiny_corpus, tm
     empty.write_text("# nothing\n\n")
     bad = tmp_path / "bad_gen"   # a checkpoint that does not fit its config: the parameter is named
     shutil.copytree(gen, bad)
-    cfg = (bad / "config.gin").read_text().replace("UNet1D.base = 32", "UNet1D.base = 48")
-    (bad / "config.gin").write_text(cfg)
+    from etils import epath
+
+    from trainer.checkpoints import write_integrity
+
+    step_dir = epath.Path(next(p for p in (bad / "checkpoints").iterdir() if p.name.isdigit()))
+    cfg = (step_dir / "config" / "config.gin").read_text().replace("UNet1D.base = 32", "UNet1D.base = 48")
+    (step_dir / "config" / "config.gin").write_text(cfg)
+    write_integrity(step_dir)      # Intact (as its writer sealed it), but for another model.
     for args, says in [
         ((f"--prompts={empty}", f"--generator={gen}", f"--cascader={cas}"), ["no prompts in the file", str(empty)]),
         ((f"--prompts={prompts}", f"--generator={cas}", f"--cascader={cas}"),
@@ -124,6 +130,14 @@ def test_waveform_cascade_writes_audio_spectrograms_and_settings(tiny_corpus, tm
         ((f"--prompts={prompts}", f"--generator={gen}", f"--cascader={cas}", "--generator_steps=uniform:0"),
          ["step schedule"]),
         ((f"--prompts={prompts}", f"--generator={bad}", f"--cascader={cas}"), ["do not fit the model", "unet/"]),
+        ((f"--prompts={prompts}", f"--generator={gen}", f"--cascader={cas}", "--generator_gamma=2"),
+         ["--generator_gamma=2.0: must be in [0, 1]"]),
+        ((f"--prompts={prompts}", f"--generator={gen}", f"--cascader={cas}", "--cascader_guidance=-1"),
+         ["--cascader_guidance=-1.0: must be at least 0"]),
+        ((f"--prompts={prompts}", f"--generator={gen}", f"--cascader={cas}", "--seconds=-1"),
+         ["--seconds=-1.0: must be positive"]),
+        ((f"--prompts={prompts}", f"--generator={gen}", f"--cascader={cas}", f"--out={gen}"),
+         ["is not an earlier sampling's output"]),
     ]:
         code, err = _sample_in_process(capsys, f"--out={out}", *args)
         assert code == 2 and all(s in err for s in says), (args, err[-2000:])

@@ -103,3 +103,32 @@ def test_a_damaged_newest_step_is_passed_over_for_the_newest_intact_one(tmp_path
     damaged.unlink()
     assert "is missing" in ckpt.check(5)
     ckpt.close()
+
+
+def test_a_runs_config_may_import_only_the_project_unless_trusted(tmp_path):
+    """Parsing a gin config imports its modules (running their code): a run's config that imports
+    anything outside the project, or includes another file, is refused with the line named, unless
+    the user passes --trust_config (`cli.trust_configs`)."""
+    from etils import epath
+
+    from common import cli
+    from trainer import restore
+    from trainer.checkpoints import write_integrity
+    from trainer.toy import ToyModel
+
+    d, _, _ = _toy_run(tmp_path)
+    step_dir = epath.Path(d) / "checkpoints" / "3"
+    config = step_dir / "config" / "config.gin"
+    config.write_text("import json\n" + config.read_text())
+    write_integrity(step_dir)       # As its writer would have sealed it.
+    with pytest.raises(restore.ModelDirError, match=r"config.gin:1: imports 'json', which is not part of this project"):
+        restore.load(d, expect=ToyModel)
+    try:
+        cli.trust_configs()
+        assert restore.load(d, expect=ToyModel).step == 3
+    finally:
+        cli.trust_configs(False)
+    config.write_text("include 'elsewhere.gin'\n" + config.read_text().split("\n", 1)[1])
+    write_integrity(step_dir)
+    with pytest.raises(restore.ModelDirError, match="includes another gin file"):
+        restore.load(d, expect=ToyModel)
