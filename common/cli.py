@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 from typing import Iterator
@@ -30,24 +31,55 @@ def setup_logging() -> None:
     # gcsfs warns on every bucket it cannot ask the storage-layout API about (any bucket without
     # those credentials, e.g. a local emulator's), and then works as usual.
     logging.getLogger("gcsfs").setLevel(logging.ERROR)
+    # Orbax logs a failed background write with its traceback from every thread it passes through;
+    # a full disk then reaches the binary, which names it in one line (`exit_on_full_disk`).
+    for name in ("absl", "asyncio"):
+        logging.getLogger(name).addFilter(_drop_disk_full)
 
 
-def fail(message: str, code: int = 2) -> None:
-    """Prints `error: message` on stderr and exits with `code` (2: bad input or settings)."""
+def _drop_disk_full(record: logging.LogRecord) -> bool:
+    from common import paths
+
+    exc = record.exc_info[1] if record.exc_info else None
+    return not ((exc is not None and paths.disk_full(exc)) or paths.disk_full(Exception(record.getMessage())))
+
+
+def fail(message: str, code: int = 2, *, hard: bool = False) -> None:
+    """Prints `error: message` on stderr and exits with `code` (2: bad input or settings).
+    `hard`: skip the interpreter's shutdown, for a binary that has closed everything it wrote
+    (after a failed checkpoint save, TensorStore's pending write callbacks would each print a
+    traceback into Orbax's closed event loop at shutdown, after this message)."""
     print(f"error: {message}", file=sys.stderr, flush=True)
+    if hard:
+        sys.stdout.flush()
+        os._exit(code)
     sys.exit(code)
 
 
 @contextlib.contextmanager
-def exit_on(*errors: type[BaseException], code: int = 2) -> Iterator[None]:
+def exit_on(*errors: type[BaseException], code: int = 2, hard: bool = False) -> Iterator[None]:
     """Turns the listed exceptions into `error: ...` on stderr and exit status `code`; anything
-    else is a bug and keeps its traceback."""
+    else is a bug and keeps its traceback.  `hard`: see `fail`."""
     try:
         yield
     except errors as e:  # noqa: PERF203
         # gin appends "  In call to configurable 'train' (...)" lines to an error raised inside a
         # configurable; the message already names the binding.
-        fail(re.sub(r"\n\s*In call to configurable '[^']*' \(<[^>]*>\)", "", str(e)), code)
+        fail(re.sub(r"\n\s*In call to configurable '[^']*' \(<[^>]*>\)", "", str(e)), code, hard=hard)
+
+
+@contextlib.contextmanager
+def exit_on_full_disk(code: int = 2) -> Iterator[None]:
+    """A full disk or quota, wherever it is met, as one line naming the file and the space left."""
+    from common import paths
+
+    try:
+        yield
+    except OSError as e:
+        if not paths.disk_full(e):
+            raise
+        where = e.filename or ""
+        fail(f"{where}: no space left on device{paths.free_space(where) if where else ''}", code, hard=True)
 
 
 def print_json(result: dict) -> dict:

@@ -14,7 +14,9 @@ nothing here creates a directory for a remote path, and `trainer.metrics` writes
 """
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import uuid
 
 from etils import epath
@@ -75,3 +77,25 @@ def write_text_atomic(path: epath.Path, text: str) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether `e` (an OSError, or a TensorStore / Orbax error carrying one) is a full disk or quota."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    return "No space left on device" in text or "os_error_code='28'" in text or "Disk quota exceeded" in text
+
+
+def free_space(path: PathLike) -> str:
+    """' (N MiB free of M MiB on the disk of PATH)' for a local path; '' where it cannot be told."""
+    p = os.fspath(path)
+    if is_remote(p):
+        return ""
+    while p and not os.path.exists(p):
+        p = os.path.dirname(p)
+    try:
+        u = shutil.disk_usage(p or "/")
+    except OSError:
+        return ""
+    return f" ({u.free / 2 ** 20:.1f} MiB free of {u.total / 2 ** 20:.1f} MiB on the disk of {p})"

@@ -28,6 +28,7 @@ An Orbax API change should only touch this file.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -126,6 +127,10 @@ class RunConfigRestore(ocp.args.CheckpointArgs):
 
 class CheckpointRestoreError(RuntimeError):
     pass
+
+
+class CheckpointSaveError(RuntimeError):
+    """A save that failed (a full disk, a lost bucket); the message names the folder."""
 
 
 # -- integrity ------------------------------------------------------------------
@@ -358,16 +363,37 @@ class Checkpointer:
         return self.config.period > 0 and step % self.config.period == 0
 
     def save(self, step: int, state: Any, data_iterator: DataIterator) -> None:
+        """Saves step `step` (in the background unless `async_save=False`).  A failed save (this
+        one, or the previous one still in flight) raises `CheckpointSaveError` naming the folder
+        and, for a full disk, the space left; the steps saved before stay intact."""
         if step in self.manager.all_steps():
             return
-        self.manager.wait_until_finished()   # One save in flight: `_seal` knows which step is its.
+        self.wait_until_finished()   # One save in flight: `_seal` knows which step is its.
         self._saving = step
         items = {"state": ocp.args.StandardSave(state), "data": DataIteratorSave(data_iterator)}
         if self.run_config is not None:
             items["config"] = RunConfigSave(self.run_config)
-        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        with self._save_errors():
+            self.manager.save(step, args=ocp.args.Composite(**items), force=True)
         if not self.config.async_save:
-            self.manager.wait_until_finished()
+            self.wait_until_finished()
+
+    @contextlib.contextmanager
+    def _save_errors(self):
+        try:
+            yield
+        except CheckpointSaveError:
+            raise
+        except Exception as e:  # noqa: BLE001 -- Orbax and TensorStore raise many types.
+            step, latest = self._saving, self.latest_step()
+            text = " ".join(str(e).split())
+            if paths.disk_full(e):
+                raise CheckpointSaveError(
+                    f"{self.step_dir(step)}: no space left on device while saving step {step}"
+                    f"{paths.free_space(self.directory)}. The newest complete checkpoint is step {latest}; "
+                    f"free some space and launch again to resume from it.") from None
+            raise CheckpointSaveError(f"{self.step_dir(step)}: saving step {step} failed ({type(e).__name__}: "
+                                      f"{text[:400]}); the newest complete checkpoint is step {latest}.") from e
 
     def restore_latest(self, abstract_state: Any, data_iterator: DataIterator) -> tuple[int, Any] | None:
         """Restores the newest intact checkpoint; None if there are none.
@@ -442,8 +468,16 @@ class Checkpointer:
                                  subset=("ema_params",))
 
     def wait_until_finished(self) -> None:
-        self.manager.wait_until_finished()
+        with self._save_errors():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Waits for the save in flight, then closes; a failed save raises `CheckpointSaveError`
+        after everything is closed (no background thread is left writing)."""
+        try:
+            self.wait_until_finished()
+        finally:
+            try:
+                self.manager.close()
+            except Exception as e:  # noqa: BLE001 -- already reported by the wait above.
+                log.debug("closing the checkpoint manager: %s", e)

@@ -4,8 +4,9 @@
 Parses the t5x flags (`trainer.flags`; the gin files' `import` lines register the model family's
 configurables), starts multi-host JAX, runs the gin-configured `trainer.train.train`, and prints
 one JSON object with the run's figures as the last line of stdout.  Exit status 2: a flag, a
-binding or a setting that cannot work, or a file a setting names that is missing (a corpus not built
-yet: the message names the command that builds it); 3: a non-finite loss.
+binding or a setting that cannot work, a file a setting names that is missing (a corpus not built
+yet: the message names the command that builds it), a run directory another run writes, or a save
+that failed (a full disk: the folder and the space left are named); 3: a non-finite loss.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def train_from_flags(argv: list[str] | None = None, usage: str = __doc__) -> dic
     with cli.exit_on(flags_lib.FlagError):
         flags_lib.parse_and_apply(argv, usage)
     multihost.initialize()
-    with cli.exit_on(train.NonFiniteLossError, code=3), \
+    with cli.exit_on(train.NonFiniteLossError, code=3), cli.exit_on_full_disk(), \
+            cli.exit_on(train.CheckpointSaveError, hard=True), \
             cli.exit_on(train.ConfigError, train.CheckpointRestoreError, FileNotFoundError, paths.PathError):
         result = train.train()
     print(f"\n{result['status']} at step {result['step']}. Checkpoints: {result['checkpoint_dir']}; "

@@ -38,7 +38,7 @@ from trainer import multihost, topology
 from trainer import run_dir as run_dir_lib
 from trainer.aot import Program
 from trainer.base_model import BaseModel
-from trainer.checkpoints import CheckpointConfig, Checkpointer, CheckpointRestoreError
+from trainer.checkpoints import CheckpointConfig, Checkpointer, CheckpointRestoreError, CheckpointSaveError
 from trainer.errors import ConfigError, require
 from trainer.frozen import Frozen
 from trainer.hooks import MediaHook, write_media
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 
 __all__ = ["train", "make_train_step", "train_program", "ConfigError", "NonFiniteLossError",
-           "CheckpointRestoreError"]
+           "CheckpointRestoreError", "CheckpointSaveError"]
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -153,3 +153,27 @@ def test_init_from_starts_a_new_run_from_another_runs_params(tmp_path, reference
     p = helpers.run_train(d, "--gin.TRAIN_STEPS=4", check=False)
     assert p.returncode == 2 and "does not match this run's train state" in p.stderr
     assert helpers.last_json(helpers.run_train(d, "--gin.TRAIN_STEPS=3", "--gin.adam.learning_rate=0.0").stdout)["step"] == 3
+
+
+def test_a_full_disk_is_one_line_and_loses_nothing(tmp_path):
+    """An 8 MiB filesystem filled up between two launches: the failed save is one `error:` line
+    (the folder, the space left, the newest complete step), exit 2; with space again, the run
+    resumes from that step."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        d, every_2 = str(mnt / "run"), "--gin.CHECKPOINT_PERIOD=2"
+        helpers.run_train(d, "--gin.TRAIN_STEPS=4", every_2)
+        filler = mnt / "filler"
+        filler.write_bytes(bytes(shutil.disk_usage(mnt).free - 60 * 1024))
+        p = helpers.run_train(d, "--gin.TRAIN_STEPS=8", every_2, check=False)
+        last = p.stderr.strip().splitlines()[-1]
+        assert p.returncode == 2 and last.startswith("error: ") and "no space left on device" in last, p.stderr[-3000:]
+        assert "MiB free of 8.0 MiB" in last and "Traceback" not in p.stderr.split("step 6/8")[0]
+        filler.unlink()
+        out = helpers.last_json(helpers.run_train(d, "--gin.TRAIN_STEPS=8", every_2).stdout)
+        assert out["start_step"] == 4 and out["step"] == 8
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
