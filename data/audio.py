@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
@@ -30,6 +31,24 @@ class AudioError(ValueError):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+def _checked_info(path: str):
+    """libsndfile's header info of an existing, non-empty, decodable file at a plausible rate."""
+    import soundfile as sf
+
+    if not os.path.exists(path):
+        raise AudioError(path, "file does not exist")
+    if os.path.getsize(path) == 0:
+        raise AudioError(path, "file is empty (0 bytes)")
+    try:
+        info = sf.info(path)
+    except Exception as e:  # libsndfile's messages are good; keep them.
+        raise AudioError(path, f"cannot decode: {_clean(e)}") from None
+    sr = int(info.samplerate)
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise AudioError(path, f"implausible sample rate {sr} Hz (expected {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE})")
+    return info
 
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -59,17 +78,8 @@ def load_audio(
     import soundfile as sf
 
     path = str(path)
-    if not os.path.exists(path):
-        raise AudioError(path, "file does not exist")
-    if os.path.getsize(path) == 0:
-        raise AudioError(path, "file is empty (0 bytes)")
-    try:
-        info = sf.info(path)
-    except Exception as e:  # libsndfile's messages are good; keep them.
-        raise AudioError(path, f"cannot decode: {_clean(e)}") from None
+    info = _checked_info(path)
     sr = int(info.samplerate)
-    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
-        raise AudioError(path, f"implausible sample rate {sr} Hz (expected {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE})")
     frames = -1 if max_seconds is None else int(math.ceil(max_seconds * sr))
     try:
         x, sr = sf.read(path, frames=frames, dtype="float32", always_2d=True)
@@ -169,6 +179,69 @@ def _mp3_truncation(data: bytes, size: int) -> str | None:
         pos += length
         frames += 1
     return None
+
+
+def stream_audio(path: str, sample_rate: int, *, block_seconds: float = 30.0,
+                 allow_silent: bool = False) -> Iterator[np.ndarray]:
+    """The file as consecutive float32 mono blocks at `sample_rate`, about `block_seconds` each:
+    memory is bounded by a block, not by the file (a 20-minute file is read like a 30 s one).
+    The blocks concatenated equal `load_audio(path, sample_rate)` up to float rounding: each
+    block is resampled with enough of its neighbours' samples around it to cover the polyphase
+    filter, and the same checks are made (a silent file raises `AudioError` after its last
+    block, when its peak is known)."""
+    import soundfile as sf
+
+    info = _checked_info(path)
+    cut = truncation(path)
+    if cut:
+        raise AudioError(path, f"truncated: {cut}")
+    sr = int(info.samplerate)
+    ratio = Fraction(int(sample_rate), sr)
+    up, down = ratio.numerator, ratio.denominator
+    # resample_poly's Kaiser filter has 10 * max(up, down) taps each side at the upsampled rate:
+    # this many input samples each side, rounded up to a multiple of `down` (block edges stay on
+    # whole output samples).
+    half = -(-10 * max(up, down) // up) + 1
+    ctx = -(-half // down) * down
+    block = max(down, int(block_seconds * sr) // down * down)
+    buf, left, done, total, peak = np.zeros(0, np.float64), 0, 0, 0, 0.0
+
+    def out(y: np.ndarray) -> np.ndarray:
+        nonlocal peak
+        if not np.all(np.isfinite(y)):
+            raise AudioError(path, "decoded samples contain NaN or Inf")
+        peak = max(peak, float(np.max(np.abs(y))) if y.size else 0.0)
+        return np.clip(y, -1.0, 1.0).astype(np.float32)
+
+    try:
+        with sf.SoundFile(path) as f:
+            for raw in f.blocks(blocksize=block, dtype="float32", always_2d=True):
+                buf = np.concatenate([buf, raw.mean(axis=1, dtype=np.float64)])
+                total += raw.shape[0]
+                until = (left + len(buf) - ctx) // down * down   # outputs whose filter support is all read
+                if until > done:
+                    y = buf if up == down else _resample_poly(buf, up, down)
+                    yield out(y[(done - left) * up // down:(until - left) * up // down])
+                    done = until
+                    keep = max(left, done - ctx)
+                    buf, left = buf[keep - left:], keep
+    except AudioError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- libsndfile's messages are good; keep them.
+        raise AudioError(path, f"cannot decode (truncated or corrupt?): {_clean(e)}") from None
+    if total == 0:
+        raise AudioError(path, "zero-length audio")
+    y = buf if up == down else _resample_poly(buf, up, down)
+    end = -(-total * up // down) - left * up // down
+    yield out(y[(done - left) * up // down:end])
+    if not allow_silent and peak < SILENCE_PEAK:
+        raise AudioError(path, "silent (peak below -90 dBFS)")
+
+
+def _resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
+    from scipy.signal import resample_poly
+
+    return resample_poly(x, up, down)
 
 
 def middle(x: np.ndarray, n: int) -> np.ndarray:

@@ -54,34 +54,52 @@ def embed_texts_to(enc, out: str, ids: list[str], texts: list[str], kind: str = 
             "text_index": os.path.join(os.path.abspath(out), f"{kind}_index.jsonl")}
 
 
+def _seconds(path: str) -> float:
+    import soundfile as sf
+
+    try:
+        info = sf.info(path)
+    except Exception:  # noqa: BLE001 -- load_audio names what is wrong with it.
+        return 0.0
+    return info.frames / max(info.samplerate, 1)
+
+
 def embed_audio_to(enc, out: str, inputs: list[dict], kind: str = "audio", shard_size: int = 4096,
-                   fmt: str = "npy", progress: bool = True, chunk: int = 256) -> tuple[dict, list[dict]]:
-    """Reads and embeds `inputs` ({"id", "path"}) `chunk` clips at a time (memory stays bounded
-    on a large corpus) and writes OUT/{kind}-*.npy + OUT/{kind}_index.jsonl.  Unreadable files
-    are returned as failures, never fatal."""
+                   fmt: str = "npy", progress: bool = True, chunk: int = 256,
+                   stream_seconds: float = 60.0) -> tuple[dict, list[dict]]:
+    """Reads and embeds `inputs` ({"id", "path"}) `chunk` clips at a time and writes
+    OUT/{kind}-*.npy + OUT/{kind}_index.jsonl.  Memory stays bounded on a large corpus and on long
+    files: a file longer than `stream_seconds` is read and embedded block by block
+    (`data.audio.stream_audio`, `Encoder.embed_audio_stream`), the same embedding up to float
+    rounding.  Unreadable files are returned as failures, never fatal."""
     from tqdm import tqdm
 
-    from data.audio import AudioError, load_audio
+    from data.audio import AudioError, load_audio, stream_audio
 
     os.makedirs(out, exist_ok=True)
     sr = enc.model.frontend.sample_rate
     ids, embs, extra, failures = [], [], [], []
     with tqdm(total=len(inputs), desc=f"embed {kind}", unit="clip", file=sys.stderr, disable=not progress) as pb:
         for s in range(0, len(inputs), chunk):
-            clips = []
-            for item in inputs[s:s + chunk]:
+            clips, done = [], []          # (position, item, clip) and (position, item, embedding, samples)
+            for k, item in enumerate(inputs[s:s + chunk]):
                 try:
-                    clips.append(load_audio(item["path"], sr)[0])
+                    if _seconds(item["path"]) > stream_seconds:   # one at a time, block by block
+                        e, n, _ = enc.embed_audio_stream(stream_audio(item["path"], sr))
+                        done.append((k, item, e, n))
+                    else:
+                        clips.append((k, item, load_audio(item["path"], sr)[0]))
                 except AudioError as e:
                     failures.append({"id": item["id"], "path": item["path"], "reason": str(e)})
                     pb.update(1)
-                    continue
-                ids.append(item["id"])
-                extra.append({"path": item["path"], "seconds": round(len(clips[-1]) / sr, 3),
-                              "windows": max(1, len(clips[-1]) // enc.window)})
             if clips:
-                embs.append(enc.embed_audio_clips(clips))
-                pb.update(len(clips))
+                emb = enc.embed_audio_clips([x for _, _, x in clips])
+                done += [(k, item, e, len(x)) for (k, item, x), e in zip(clips, emb)]
+            for _, item, e, n in sorted(done, key=lambda t: t[0]):
+                ids.append(item["id"])
+                embs.append(np.asarray(e, np.float32).reshape(1, -1))
+                extra.append({"path": item["path"], "seconds": round(n / sr, 3), "windows": max(1, n // enc.window)})
+            pb.update(len(done))
     emb = np.concatenate(embs) if embs else np.zeros((0, enc.dim), np.float32)
     files = write_shards(out, kind, ids, emb, extra, shard_size, fmt)
     return {"audio_clips": len(ids), "audio_windows": sum(e["windows"] for e in extra), "audio_shards": len(files),

@@ -69,6 +69,33 @@ class Encoder:
         means = np.stack([m.mean(0) for m in np.split(emb, np.cumsum(counts)[:-1])])
         return np.asarray(l2_normalize(means))
 
+    def embed_audio_stream(self, blocks: Iterable[np.ndarray], batch: int = 64) -> tuple[np.ndarray, int, int]:
+        """A clip given as consecutive blocks (`data.audio.stream_audio`: memory bounded by a
+        block) -> ([D], samples, windows): what `embed_audio_clips` gives for the whole clip, its
+        windows embedded `batch` at a time and averaged as they come."""
+        rest, pending, total, n, samples = np.zeros(0, np.float32), [], None, 0, 0
+
+        def flush():
+            nonlocal total
+            if pending:
+                s = self.embed_audio_windows(np.stack(pending)).sum(0)
+                total = s if total is None else total + s
+                pending.clear()
+
+        for b in blocks:
+            samples += len(b)
+            rest = np.concatenate([rest, b])
+            while len(rest) >= self.window:
+                pending.append(rest[:self.window])
+                rest, n = rest[self.window:], n + 1
+                if len(pending) == batch:
+                    flush()
+        if n == 0:                                  # shorter than one window: zero-padded, as windows() does
+            pending.append(windows(rest, self.window)[0])
+            n = 1
+        flush()
+        return np.asarray(l2_normalize(total / n)), samples, n
+
     # -- text ----------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """WordPiece ids [N, text_length] ([CLS] ... [SEP], truncated) and mask [N, text_length]."""

@@ -99,6 +99,11 @@ def test_embed_writes_shards_and_index_and_skips_bad_audio(reference_run, tmp_pa
     for name in src:
         os.link(os.path.join(corpus_dir, "audio", name), audio / name)
     sf.write(str(audio / "short.flac"), np.sin(np.arange(24000) / 10.0).astype(np.float32) * 0.3, 16000)
+    # A 65 s stereo 44.1 kHz file: longer than embed's 60 s, so read and embedded block by block.
+    from data import audio as audio_lib
+
+    x = np.concatenate([audio_lib.load_audio(os.path.join(corpus_dir, "audio", n), 44100)[0] for n in src] * 20)
+    sf.write(str(audio / "long.wav"), np.stack([x[:65 * 44100], 0.5 * x[:65 * 44100]], 1), 44100)
     (audio / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
     texts = tmp_path / "texts.txt"
     texts.write_text("solo piano\na jazz trio with drums\n" + "very long text " * 200 + "\n")
@@ -106,15 +111,23 @@ def test_embed_writes_shards_and_index_and_skips_bad_audio(reference_run, tmp_pa
     p = _run([sys.executable, "-m", "mulan.embed", f"--model_dir={d}", f"--audio_dir={audio}",
               f"--texts={texts}", f"--out={out}", "--batch_size=8", "--shard_size=2", "--no_progress"])
     s = helpers.last_json(p.stdout)
-    assert s["audio_clips"] == 3 and s["failures"] == 1 and s["texts"] == 3 and s["texts_truncated"] == 1
+    assert s["audio_clips"] == 4 and s["failures"] == 1 and s["texts"] == 3 and s["texts_truncated"] == 1
     fail = [json.loads(x) for x in open(out / "failures.jsonl")]
     assert fail[0]["id"] == "corrupt.wav" and "corrupt.wav" in fail[0]["reason"]
     index = [json.loads(x) for x in open(out / "audio_index.jsonl")]
-    assert [r["id"] for r in index] == sorted(src + ["short.flac"])
+    assert [r["id"] for r in index] == sorted(src + ["long.wav", "short.flac"])
     short = next(r for r in index if r["id"] == "short.flac")
     assert short["windows"] == 1 and short["seconds"] == 1.5  # padded to one 10 s window
     emb = np.concatenate([np.load(out / f"audio-{i:05d}-of-00002.npy") for i in range(2)])
-    assert emb.shape == (3, 128)
+    assert emb.shape == (4, 128)
+    # The streamed file's embedding is the whole file's, read at once.
+    from mulan.inference import Encoder
+
+    enc = Encoder.from_run(d)
+    whole = enc.embed_audio_clips([audio_lib.load_audio(str(audio / "long.wav"), 16000)[0]])[0]
+    k = [r["id"] for r in index].index("long.wav")
+    assert index[k]["windows"] == 65 * 16000 // enc.window
+    np.testing.assert_allclose(emb[k], whole, atol=2e-5)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
     t = np.load(out / "text-00000-of-00002.npy")
     assert t.shape == (2, 128) and [json.loads(x)["text"] for x in open(out / "text_index.jsonl")][0] == "solo piano"
