@@ -109,7 +109,7 @@ class RunConfigHandler(ocp.handlers.CheckpointHandler):
         if jax.process_index() == 0:
             (directory / "config.gin").write_text(args.text)
 
-    def restore(self, directory: epath.Path, args: "RunConfigRestore" = None):
+    def restore(self, directory: epath.Path, args=None):   # Read directly: `Checkpointer.config_path`.
         return (directory / "config.gin").read_text()
 
 
@@ -117,12 +117,6 @@ class RunConfigHandler(ocp.handlers.CheckpointHandler):
 @dataclasses.dataclass
 class RunConfigSave(ocp.args.CheckpointArgs):
     text: str
-
-
-@ocp.args.register_with_handler(RunConfigHandler, for_restore=True)
-@dataclasses.dataclass
-class RunConfigRestore(ocp.args.CheckpointArgs):
-    pass
 
 
 class CheckpointRestoreError(RuntimeError):
