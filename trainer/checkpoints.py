@@ -11,10 +11,10 @@ complete (in a bucket, where nothing renames, `<step>/` is complete once it hold
 `commit_success.txt`), so a save killed midway is never listed as a step.  Local leftovers are set
 aside (below) when a run opens the directory; in a bucket they are removed.
 
-**Verified steps.**  Just before Orbax makes a step visible (its post-finalization callback, on
-process 0 once every host has written), `integrity.json` records the size and SHA-256 of every file
-of the step's items.  Restoring (training and inference) checks them first when
-`CheckpointConfig.verify` says so: a step with a missing, shortened or changed file is set aside
+**Verified steps** (`CheckpointConfig.verify`: local run directories by default).  Just before
+Orbax makes a step visible (its post-finalization callback, on process 0 once every host has
+written), `integrity.json` records the size and SHA-256 of every file of the step's items.
+Restoring (training and inference) checks them first: a step with a missing, shortened or changed file is set aside
 with a warning naming the file, and the newest intact step is used; the run then saves that step
 again.  A step whose files are intact but which does not restore into this run's state (another
 model or optimizer) is an error, not a fall-back: starting from an older step would hide it.
@@ -243,9 +243,9 @@ class CheckpointConfig:
       async_save: write in a background thread while training goes on.
       init_from: a checkpoint step directory whose params (and EMA) initialise
         a *new* run; ignored when `model_dir` already has a checkpoint.
-      verify: check each step's `integrity.json` before restoring it (it is always written).
-        None: for local run directories only; in a bucket the check reads every file of the step
-        on every host once per restore (GCS itself checks each object's CRC32C on transfer).
+      verify: write each step's `integrity.json` and check it before restoring the step.  None:
+        for local run directories only; in a bucket both would read every file of the step back
+        (GCS itself checks each object's CRC32C on transfer).
     """
 
     period: int = 1000
@@ -321,7 +321,10 @@ class Checkpointer:
 
     def _seal(self) -> None:
         """Orbax's post-finalization callback (process 0, every host's files written, before the
-        step becomes visible): the step's `integrity.json`."""
+        step becomes visible): the step's `integrity.json`, where steps are verified (hashing a
+        step in a bucket would read all of it back)."""
+        if not self.verify:
+            return
         step = self._saving
         final = self.step_dir(step)
         tmp = [p for p in self.directory.iterdir() if p.name.startswith(f"{step}{_TMP_MARKER}")]
