@@ -32,7 +32,7 @@ def setup_logging() -> None:
     # those credentials, e.g. a local emulator's), and then works as usual.
     logging.getLogger("gcsfs").setLevel(logging.ERROR)
     # Orbax logs a failed background write with its traceback from every thread it passes through;
-    # a full disk then reaches the binary, which names it in one line (`exit_on_full_disk`).
+    # a full disk then reaches the binary, which names it in one line (`exit_on`).
     for name in ("absl", "asyncio"):
         logging.getLogger(name).addFilter(_drop_disk_full)
 
@@ -58,28 +58,22 @@ def fail(message: str, code: int = 2, *, hard: bool = False) -> None:
 
 @contextlib.contextmanager
 def exit_on(*errors: type[BaseException], code: int = 2, hard: bool = False) -> Iterator[None]:
-    """Turns the listed exceptions into `error: ...` on stderr and exit status `code`; anything
-    else is a bug and keeps its traceback.  `hard`: see `fail`."""
+    """Turns the listed exceptions into `error: ...` on stderr and exit status `code`, and a full
+    disk or quota met anywhere inside into one line naming the file and the space left (exit 2);
+    anything else is a bug and keeps its traceback.  `hard`: see `fail`."""
+    from common import paths
+
     try:
         yield
     except errors as e:  # noqa: PERF203
         # gin appends "  In call to configurable 'train' (...)" lines to an error raised inside a
         # configurable; the message already names the binding.
         fail(re.sub(r"\n\s*In call to configurable '[^']*' \(<[^>]*>\)", "", str(e)), code, hard=hard)
-
-
-@contextlib.contextmanager
-def exit_on_full_disk(code: int = 2) -> Iterator[None]:
-    """A full disk or quota, wherever it is met, as one line naming the file and the space left."""
-    from common import paths
-
-    try:
-        yield
     except OSError as e:
         if not paths.disk_full(e):
             raise
         where = e.filename or ""
-        fail(f"{where}: no space left on device{paths.free_space(where) if where else ''}", code, hard=True)
+        fail(f"{where}: no space left on device{paths.free_space(where) if where else ''}", 2)
 
 
 def print_json(result: dict) -> dict:

@@ -23,7 +23,7 @@ def train_from_flags(argv: list[str] | None = None, usage: str = __doc__) -> dic
     with cli.exit_on(flags_lib.FlagError):
         flags_lib.parse_and_apply(argv, usage)
     multihost.initialize()
-    with cli.exit_on(train.NonFiniteLossError, code=3), cli.exit_on_full_disk(), \
+    with cli.exit_on(train.NonFiniteLossError, code=3), \
             cli.exit_on(train.CheckpointSaveError, hard=True), \
             cli.exit_on(train.ConfigError, train.CheckpointRestoreError, FileNotFoundError, paths.PathError):
         result = train.train()

@@ -48,3 +48,19 @@ def test_missing_model_dir_is_a_clear_error():
     p = subprocess.run([sys.executable, "-m", "trainer.main", "--gin_file=toy/tiny_cpu.gin"], cwd=helpers.ROOT,
                        env=helpers.env(devices=1), capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "pass --model_dir" in p.stderr
+
+
+def test_a_full_disk_anywhere_in_a_binary_is_one_line(tmp_path, capsys):
+    import errno
+
+    from common import cli
+
+    with pytest.raises(SystemExit) as e:
+        with cli.exit_on(ValueError):
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "metrics.jsonl"))
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith(f"error: {tmp_path}/metrics.jsonl: no space left on device (")
+    assert "MiB free of" in err and "\n" not in err
+    with pytest.raises(PermissionError):       # Any other OSError is not a user error here.
+        with cli.exit_on(ValueError):
+            raise PermissionError(errno.EACCES, "denied")
