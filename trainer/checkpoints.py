@@ -109,14 +109,20 @@ class RunConfigHandler(ocp.handlers.CheckpointHandler):
         if jax.process_index() == 0:
             (directory / "config.gin").write_text(args.text)
 
-    def restore(self, directory: epath.Path, args=None):   # Read directly: `Checkpointer.config_path`.
-        return (directory / "config.gin").read_text()
+    def restore(self, directory: epath.Path, args: "RunConfigRestore" = None):
+        return (directory / "config.gin").read_text()   # (`Checkpointer.config_path` reads it directly)
 
 
 @ocp.args.register_with_handler(RunConfigHandler, for_save=True)
 @dataclasses.dataclass
 class RunConfigSave(ocp.args.CheckpointArgs):
     text: str
+
+
+@ocp.args.register_with_handler(RunConfigHandler, for_restore=True)   # Orbax wants both directions.
+@dataclasses.dataclass
+class RunConfigRestore(ocp.args.CheckpointArgs):
+    pass
 
 
 class CheckpointRestoreError(RuntimeError):
