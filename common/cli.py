@@ -49,10 +49,14 @@ def fail(message: str, code: int = 2, *, hard: bool = False) -> None:
     `hard`: skip the interpreter's shutdown, for a binary that has closed everything it wrote
     (after a failed checkpoint save, TensorStore's pending write callbacks would each print a
     traceback into Orbax's closed event loop at shutdown, after this message)."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
     if hard:
         sys.stdout.flush()
+        sys.stderr.flush()
+        err = os.dup(2)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)    # Other threads' output goes nowhere now,
+        os.write(err, f"error: {message}\n".encode())   # and this line is written whole, last.
         os._exit(code)
+    print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
