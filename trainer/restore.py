@@ -147,23 +147,22 @@ def load(model_dir: str, *, expect: type, step: int | None = None, use_ema: bool
     if step is not None and step not in steps:
         raise ModelDirError(f"{ckpt.step_dir(step)}: no checkpoint at step {step} (have: {steps}).")
     failures = []
-    for s in [step] if step is not None else reversed(steps):
-        damage = ckpt.check(s)
-        if damage:
-            failures.append(f"{ckpt.step_dir(s)} fails its integrity check: {damage}")
-        else:
-            try:
-                run = _load_step(ckpt, s, expect, use_ema, bindings, mesh_shape, run_config)
-            except CheckpointRestoreError as e:
-                if (ckpt.step_dir(s) / INTEGRITY_FILE).exists() and ckpt.verify:
-                    raise                                   # Intact: the config is at fault.
-                failures.append(str(e))
+    try:
+        for s in [step] if step is not None else reversed(steps):
+            damage = ckpt.check(s)
+            if damage:
+                failures.append(f"{ckpt.step_dir(s)} fails its integrity check: {damage}")
             else:
-                ckpt.close()
-                return run
-        if step is None:
-            log.warning("%s; trying an older step.", failures[-1])
-    ckpt.close()
+                try:
+                    return _load_step(ckpt, s, expect, use_ema, bindings, mesh_shape, run_config)
+                except CheckpointRestoreError as e:
+                    if (ckpt.step_dir(s) / INTEGRITY_FILE).exists() and ckpt.verify:
+                        raise                               # Intact: the config is at fault.
+                    failures.append(str(e))
+            if step is None:
+                log.warning("%s; trying an older step.", failures[-1])
+    finally:
+        ckpt.close()
     raise ModelDirError(f"{model_dir}: no step could be loaded:\n" + "\n".join(failures))
 
 
