@@ -41,7 +41,7 @@ def _drop_disk_full(record: logging.LogRecord) -> bool:
     from common import paths
 
     exc = record.exc_info[1] if record.exc_info else None
-    return not ((exc is not None and paths.disk_full(exc)) or paths.disk_full(Exception(record.getMessage())))
+    return not ((exc is not None and paths.disk_full(exc)) or paths.disk_full(record.getMessage()))
 
 
 def fail(message: str, code: int = 2, *, hard: bool = False) -> None:

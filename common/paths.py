@@ -79,8 +79,9 @@ def write_text_atomic(path: epath.Path, text: str) -> None:
             tmp.unlink()
 
 
-def disk_full(e: BaseException) -> bool:
-    """Whether `e` (an OSError, or a TensorStore / Orbax error carrying one) is a full disk or quota."""
+def disk_full(e: BaseException | str) -> bool:
+    """Whether `e` (an OSError, a TensorStore / Orbax error carrying one, or such an error's
+    message) is a full disk or quota."""
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(e)

@@ -266,10 +266,7 @@ def ingest(audio_dir: str, texts_path: str, out: str, *, sample_rate: int = 1600
             log.info("removed %s: not part of this ingest's output (its inputs changed)", f)
         _write_json(index_path, index)
     finally:
-        with open(os.path.join(out_dir, "failures.jsonl.tmp"), "w") as f:
-            for x in failures:
-                f.write(json.dumps(x) + "\n")
-        os.replace(os.path.join(out_dir, "failures.jsonl.tmp"), os.path.join(out_dir, "failures.jsonl"))
+        _write_text(os.path.join(out_dir, "failures.jsonl"), "".join(json.dumps(x) + "\n" for x in failures))
     return dict(out=os.path.abspath(out), audio_files=len(files), with_text=len(items), splits=info,
                 failures=len(failures), removed_stale_shards=len(stale))
 
@@ -296,6 +293,10 @@ def _write_shard(final: str, items: list, to_example, failures: list) -> int:
 
 
 def _write_json(path: str, obj) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f)
-    os.replace(path + ".tmp", path)
+    _write_text(path, json.dumps(obj))
+
+
+def _write_text(path: str, text: str) -> None:
+    from common import paths
+
+    paths.write_text_atomic(paths.resolve(path), text)

@@ -336,6 +336,11 @@ class Checkpointer:
         tmp = [p for p in self.directory.iterdir() if p.name.startswith(f"{step}{_TMP_MARKER}")]
         write_integrity(tmp[0] if len(tmp) == 1 else final)
 
+    def sealed(self, step: int) -> bool:
+        """Whether step `step` is verified here and has its integrity record: then a failure to
+        restore it is the config's, not the files'."""
+        return self.verify and (self.step_dir(step) / INTEGRITY_FILE).exists()
+
     def check(self, step: int) -> str | None:
         """What fails step `step`'s integrity check, or None (intact, unverified, or `verify` off)."""
         return check_integrity(self.step_dir(step)) if self.verify else None
@@ -423,7 +428,7 @@ class Checkpointer:
                 )
             except Exception as e:  # noqa: BLE001 -- any failure means "not usable".
                 why = f"{type(e).__name__}: {str(e)[:500]}"
-                if self.verify and (self.step_dir(step) / INTEGRITY_FILE).exists():
+                if self.sealed(step):
                     raise CheckpointRestoreError(
                         f"{self.step_dir(step)} is intact but does not match this run's train state "
                         f"(did the model or optimizer config change? use a new --model_dir, or "

@@ -28,7 +28,7 @@ import configs
 from common import cli, paths
 from trainer import flags as flags_lib
 from trainer import frozen as frozen_lib
-from trainer.checkpoints import INTEGRITY_FILE, Checkpointer, CheckpointRestoreError
+from trainer.checkpoints import Checkpointer, CheckpointRestoreError
 from trainer.partitioning import Partitioner
 from trainer.train_state import abstract_state
 
@@ -156,7 +156,7 @@ def load(model_dir: str, *, expect: type, step: int | None = None, use_ema: bool
                 try:
                     return _load_step(ckpt, s, expect, use_ema, bindings, mesh_shape, run_config)
                 except CheckpointRestoreError as e:
-                    if (ckpt.step_dir(s) / INTEGRITY_FILE).exists() and ckpt.verify:
+                    if ckpt.sealed(s):
                         raise                               # Intact: the config is at fault.
                     failures.append(str(e))
             if step is None:
