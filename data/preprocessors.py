@@ -1,23 +1,51 @@
 """seqio preprocessors for audio/text records (TensorFlow; stateless seeds throughout).
 
-Randomness comes from seqio's `map_over_dataset(num_seeds=...)`: each example gets seeds derived
-from the task seed and its position, so a pipeline is deterministic for a seed and its position
-can be checkpointed and restored exactly (the trainer saves the tf.data iterator).
+Randomness comes from `seeded_map`: an example read by the trainer's order (common/order.py)
+carries its own stateless seed, a function of the run's seed and its global index, so its crop and
+text do not depend on which host read it or where a restart began; other examples get seqio's
+`map_over_dataset(num_seeds=...)` seeds (the task seed and the example's place in the stream).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import gin
 import numpy as np
 import seqio
 import tensorflow as tf
 
+from common import order
 from data import weak_text
 
 SOURCES = weak_text.SOURCES
 # MuLan mixes short-form : long-form : playlist : class-label text 2 : 2 : 1 : 1 (docs/PAPERS.md §1).
 DEFAULT_TEXT_WEIGHTS = (2.0, 2.0, 1.0, 1.0)
+
+
+def seeded_map(num_seeds: int, salt: int):
+    """`seqio.map_over_dataset(num_seeds=num_seeds)`, except that examples with `order.SEED_KEY`
+    draw from their own seed (`salt` tells the preprocessors apart): `fn(ex, seed=...)` for one
+    seed, `fn(ex, seeds=[...])` for several."""
+
+    def decorate(fn):
+        stream_seeded = seqio.map_over_dataset(num_seeds=num_seeds)(fn)
+
+        def own(ex):
+            key = ex[order.SEED_KEY]
+            seeds = tf.random.stateless_uniform([num_seeds, 2], tf.stack([key[0] + (salt << 40), key[1]]),
+                                                minval=None, maxval=None, dtype=tf.int64)
+            return fn(ex, seed=seeds[0]) if num_seeds == 1 else fn(ex, seeds=tf.unstack(seeds))
+
+        @functools.wraps(fn)
+        def transform(dataset):
+            if order.SEED_KEY not in dataset.element_spec:
+                return stream_seeded(dataset)
+            return dataset.map(own, num_parallel_calls=tf.data.AUTOTUNE)
+
+        return transform
+
+    return decorate
 
 
 def densify(ex):
@@ -60,7 +88,7 @@ def crop_and_resample(x, sr, *, seconds: float, model_rate: int, start):
 def random_crop(seconds: float = 10.0, model_rate: int = 16000):
     """A random `seconds` window (stateless seed), resampled to `model_rate`: feature `audio`."""
 
-    @seqio.map_over_dataset(num_seeds=1)
+    @seeded_map(num_seeds=1, salt=1)
     def fn(ex, seed):
         sr = ex["sample_rate"]
         n_in = tf.cast(tf.math.round(seconds * tf.cast(sr, tf.float32)), tf.int32)
@@ -119,7 +147,7 @@ def choose_text(weights=DEFAULT_TEXT_WEIGHTS, filter_text: bool = True, output_k
         raise ValueError(f"choose_text.weights needs {len(SOURCES)} values for {SOURCES}, got {weights}")
     w = tf.constant([float(x) for x in weights], tf.float32)
 
-    @seqio.map_over_dataset(num_seeds=2)
+    @seeded_map(num_seeds=2, salt=2)
     def fn(ex, seeds):
         texts, srcs = text_pool(ex, filter_text)
         counts = tf.math.bincount(srcs, minlength=len(SOURCES), maxlength=len(SOURCES))
@@ -169,11 +197,12 @@ def tokenize(key: str = "text", out_key: str = "text_tokens"):
 
 
 def select(keys):
-    """Keeps only `keys` (what the model and its metrics need)."""
+    """Keeps only `keys` (what the model and its metrics need) and the example's place in the
+    trainer's order (`order.INDEX_KEY`), if it has one."""
 
     @seqio.map_over_dataset
     def fn(ex):
-        return {k: ex[k] for k in keys}
+        return {k: ex[k] for k in [*keys, order.INDEX_KEY] if k in keys or k in ex}
 
     return fn
 
@@ -262,7 +291,7 @@ class MatchPseudoLabels:
 def choose_pseudo_label_text(output_key: str = "text"):
     """One of the clip's `pl_options` per step, uniformly (stateless seed: deterministic for a seed)."""
 
-    @seqio.map_over_dataset(num_seeds=1)
+    @seeded_map(num_seeds=1, salt=3)
     def fn(ex, seed):
         opts = ex["pl_options"]
         n = tf.shape(opts)[0]

@@ -51,6 +51,7 @@ import seqio
 import tensorflow as tf
 
 from data import paths, preprocessors, records, text_embeddings as text_embeddings_lib
+from data.indexed_records import IndexedTFRecordSource
 from data.preprocessors import MatchPseudoLabels, PseudoLabelMatching
 from data.vocab import BertWordPieceVocabulary
 
@@ -63,14 +64,18 @@ _EVAL_KEYS = ["audio", "clip_id", "work_id"] + [f"text_{s}" for s in preprocesso
     f"tag_{a}" for a in records.TAG_ATTRIBUTES]
 
 
-def corpus_source(corpus_dir: str, rate: int = MODEL_RATE) -> seqio.TFExampleDataSource:
-    """The corpus's records at `rate` (`records/` for 16 kHz, `records_<rate>/` otherwise)."""
+def corpus_source(corpus_dir: str, rate: int = MODEL_RATE, indexed: bool = True) -> seqio.DataSource:
+    """The corpus's records at `rate` (`records/` for 16 kHz, `records_<rate>/` otherwise): read by
+    record number in the trainer's order (`data.indexed_records`), or with `indexed=False` as
+    seqio's sequential `TFExampleDataSource` (the evaluation task)."""
     sub = os.path.join(corpus_dir, records.records_dir_name(rate))
     if not os.path.isdir(sub):
         raise FileNotFoundError(f"{sub}: the corpus has no records at {rate} Hz (the crop's sample rate); rebuild "
                                 f"it with `python -m data.build_corpus ... --sample_rates=16000,{rate}`")
-    return seqio.TFExampleDataSource({split: os.path.join(sub, f"{split}-*.tfrecord") for split in ("train", "test")},
-                                     feature_description=records.feature_spec())
+    patterns = {split: os.path.join(sub, f"{split}-*.tfrecord") for split in ("train", "test")}
+    if indexed:
+        return IndexedTFRecordSource(patterns, records.feature_spec())
+    return seqio.TFExampleDataSource(patterns, feature_description=records.feature_spec())
 
 
 def _features(vocabulary: seqio.Vocabulary) -> dict:
@@ -80,7 +85,10 @@ def _features(vocabulary: seqio.Vocabulary) -> dict:
 
 def _add(name: str, source, preprocessors_: list, output_features: dict) -> str:
     seqio.TaskRegistry.remove(name)
-    seqio.TaskRegistry.add(name, source=source, preprocessors=preprocessors_, output_features=output_features)
+    # An indexed source orders and shuffles itself (no shuffle buffer: common/order.py).
+    own_order = {"shuffle_buffer_size": None} if getattr(source, "reads_streams", False) else {}
+    seqio.TaskRegistry.add(name, source=source, preprocessors=preprocessors_, output_features=output_features,
+                           **own_order)
     return name
 
 
@@ -138,7 +146,7 @@ def text_options(task_name: str, split: str = "train", sequence_length: dict | N
 
 def register_eval(name: str, corpus_dir: str) -> str:
     """`mulan_eval`: the test split's first 10 s, texts, tags and ids."""
-    return _add(name, corpus_source(corpus_dir), [
+    return _add(name, corpus_source(corpus_dir, indexed=False), [
         preprocessors.densify_dataset,
         preprocessors.head_crop(EVAL_SECONDS, MODEL_RATE),
         preprocessors.drop_silent,

@@ -58,7 +58,7 @@ _CHUNK = 8 << 20
 
 # -- per-process input-pipeline state -----------------------------------------
 class DataIteratorHandler(ocp.handlers.AsyncCheckpointHandler):
-    """Saves `DataIterator.get_state()` of every process as `process_<i>.state`.
+    """Saves `DataIterator.get_state()` of every process as `process_<i>.state`; restores from all.
 
     The state is captured when `save` is called (so the async write cannot see
     a later position); the file is written in Orbax's commit thread.
@@ -80,13 +80,14 @@ class DataIteratorHandler(ocp.handlers.AsyncCheckpointHandler):
         self._path(directory).write_bytes(args.iterator.get_state())
 
     def restore(self, directory: epath.Path, args: "DataIteratorRestore"):
-        path = self._path(directory)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"{path}: no input-pipeline state for process {jax.process_index()} "
-                f"(was this checkpoint written by a run with fewer processes?)"
-            )
-        args.iterator.set_state(path.read_bytes())
+        """Gives the iterator every saving process's state (`DataIterator.restore`): a pipeline whose
+        order does not depend on the number of hosts resumes on another number."""
+        states = {int(p.name[len("process_"):-len(".state")]): p.read_bytes()
+                  for p in directory.glob("process_*.state")}
+        try:
+            args.iterator.restore(states, jax.process_index())
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{directory}: {e}") from e
         return args.iterator
 
 

@@ -3,20 +3,27 @@
 A `DataSource` makes a host-local `DataIterator` for a `DataLayout`; the
 iterator yields numpy batches of `per_host_batch_size` examples and can
 serialise its position to bytes, which the checkpointer stores per process
-beside the train state.  A resumed run therefore sees exactly the batches it
-would have seen.
+beside the train state (`restore` reads every process's, so a run can resume on
+another number of hosts).  A resumed run sees exactly the batches it would have
+seen.
 
-Two kinds are provided:
+Three kinds are provided:
 - `IndexedIterator`: batch k is a pure function of k (position = k).  Exact,
   cheap, and independent of how many hosts read (examples are indexed globally).
-- `SeqioData` / `TfDatasetIterator`: a seqio task or mixture read through
-  tf.data; the position is the tf.data iterator checkpoint (as t5x does it).
+- `OrderedIterator` (`SeqioData` on tasks whose source reads streams, e.g. the
+  corpus's `data.indexed_records`): the order of examples is a pure function of
+  (seed, global example index) (common/order.py); the position is a few integers
+  per host, and a run resumes exactly on another number of hosts or devices.
+- `TfDatasetIterator` (`SeqioData` on any other seqio task): the position is the
+  tf.data iterator checkpoint (as t5x does it), shuffle buffer included.
 """
 from __future__ import annotations
 
 import abc
 import io
 import json
+import logging
+import math
 import os
 import tarfile
 import tempfile
@@ -25,8 +32,11 @@ from typing import Any, Callable, Iterator, Mapping
 import gin
 import numpy as np
 
+from common import order
 from common.errors import ConfigError
 from trainer.partitioning import DataLayout
+
+log = logging.getLogger(__name__)
 
 NumpyBatch = dict[str, np.ndarray]
 
@@ -42,6 +52,15 @@ class DataIterator(abc.ABC, Iterator[NumpyBatch]):
     @abc.abstractmethod
     def set_state(self, state: bytes) -> None:
         """Moves the iterator to a position from `get_state`."""
+
+    def restore(self, states: Mapping[int, bytes], process_index: int) -> None:
+        """Moves the iterator to where a checkpoint left it, from every saving process's
+        `get_state()` (by process index).  This kind needs the same process's own state."""
+        if process_index not in states:
+            raise FileNotFoundError(
+                f"no input-pipeline state for process {process_index} (the checkpoint was written by "
+                f"{len(states)} process(es); this input pipeline cannot resume on more)")
+        self.set_state(states[process_index])
 
 
 class DataSource(abc.ABC):
@@ -68,6 +87,9 @@ class IndexedIterator(DataIterator):
 
     def set_state(self, state: bytes) -> None:
         self.index = int(json.loads(state.decode())["index"])
+
+    def restore(self, states: Mapping[int, bytes], process_index: int) -> None:
+        self.set_state(states.get(process_index, next(iter(states.values()))))   # every host's is the same
 
 
 class TfDatasetIterator(DataIterator):
@@ -111,6 +133,10 @@ class SeqioData(DataSource):
       shuffle: shuffle (with `seed`) -- on for training.
       feature_converter: a `seqio.FeatureConverter` class, default pass-through.
       task_module: a module imported first so the task is registered.
+      num_epochs: None = repeat forever (training; with a stream-reading source
+        the order of common/order.py), else that many passes through tf.data.
+      allow_data_change: resume from a checkpoint whose records, seed or tasks
+        differ from this run's (refused by default, naming what changed).
     """
 
     def __init__(
@@ -122,6 +148,7 @@ class SeqioData(DataSource):
         feature_converter: Any = None,
         task_module: str | None = None,
         num_epochs: int | None = None,
+        allow_data_change: bool = False,
     ):
         self.name = mixture_or_task_name
         self.task_feature_lengths = dict(task_feature_lengths or {})
@@ -130,6 +157,7 @@ class SeqioData(DataSource):
         self.feature_converter = feature_converter
         self.task_module = task_module
         self.num_epochs = num_epochs
+        self.allow_data_change = allow_data_change
 
     def make_iterator(self, layout: DataLayout, *, seed: int) -> DataIterator:
         import importlib
@@ -139,13 +167,16 @@ class SeqioData(DataSource):
         if self.task_module:
             importlib.import_module(self.task_module)
         try:
-            seqio.get_mixture_or_task(self.name)
+            mot = seqio.get_mixture_or_task(self.name)
         except ValueError as e:
             raise ConfigError(
                 f"SeqioData.mixture_or_task_name={self.name!r} is not registered "
                 f"(set SeqioData.task_module to the module that registers it)."
             ) from e
         converter = (self.feature_converter or seqio.PassThroughFeatureConverter)()
+        tasks = mot.tasks if isinstance(mot, seqio.Mixture) else [mot]
+        if self.num_epochs is None and all(getattr(t.source, "reads_streams", False) for t in tasks):
+            return OrderedIterator(self, mot, tasks, converter, layout, seed)
         ds = seqio.get_dataset(
             self.name,
             task_feature_lengths=self.task_feature_lengths,
@@ -158,3 +189,133 @@ class SeqioData(DataSource):
         )
         ds = ds.batch(layout.per_host_batch_size, drop_remainder=True)
         return TfDatasetIterator(ds)
+
+
+class OrderedIterator(DataIterator):
+    """A seqio task or mixture in the order of common/order.py: the position is, per task, the next
+    candidate this host reads, plus (a mixture) the next draw of the task choice.
+
+    A mixture draws task `c` for candidate `g` with probability proportional to its rate, from a
+    stateless seed of (seed, g); each task reads its own candidates.  Nothing dropped by a
+    preprocessor (silent crops, clips without text) means every host is at the same candidate and
+    the position is one integer; a resume on another number of hosts (or devices: the global batch
+    is what counts) then continues the same global order from the same step.  After drops the
+    hosts' positions differ and such a resume starts every task at the least advanced host
+    (a warning says so).  The records' fingerprints and the seed are saved too: a resume on changed
+    data is refused unless `SeqioData.allow_data_change`."""
+
+    _MIX_SALT = 0x4D4958
+
+    def __init__(self, data: SeqioData, mot: Any, tasks: list, converter: Any, layout: DataLayout, seed: int):
+        self._data, self._mot, self._tasks, self._converter = data, mot, tasks, converter
+        self._layout, self._seed = layout, int(seed)
+        self._rates = ([float(mot.get_rate(t)) for t in tasks] if len(tasks) > 1 else [1.0])
+        self._next = [0] * len(tasks)     # per task: the next candidate j this host reads
+        self._draws = 0                   # a mixture: the next candidate j whose task is drawn
+        self._it = None
+
+    # -- the order -----------------------------------------------------------
+    def _choice(self, g):
+        import tensorflow as tf
+
+        logits = tf.math.log(tf.constant([self._rates], tf.float32))
+        seed = tf.stack([tf.constant(self._seed + self._MIX_SALT, tf.int64), g])
+        return tf.random.stateless_categorical(logits, 1, seed)[0, 0]
+
+    def _dataset(self):
+        import seqio
+        import tensorflow as tf
+
+        lay, data = self._layout, self._data
+        parts = []
+        for c, task in enumerate(self._tasks):
+            keep = (lambda g, c=c: tf.equal(self._choice(g), c)) if len(self._tasks) > 1 else None
+            stream = order.Stream(host=lay.shard_id, num_hosts=lay.num_shards, start=self._next[c], seed=self._seed,
+                                  shuffle=data.shuffle, task=c, num_tasks=len(self._tasks), keep=keep)
+            with order.reading(stream), seqio.utils.map_seed_manager(self._seed):
+                ds = task.get_dataset(data.task_feature_lengths, split=data.split, shuffle=False,
+                                      seed=self._seed, num_epochs=None)
+            parts.append(self._converter(ds, data.task_feature_lengths))
+        if len(parts) == 1:
+            ds = parts[0]
+        else:
+            h, hosts = lay.shard_id, lay.num_shards
+            choices = tf.data.Dataset.range(self._draws, np.iinfo(np.int64).max // hosts).map(
+                lambda j: self._choice(j * hosts + h))
+            ds = tf.data.Dataset.choose_from_datasets(parts, choices, stop_on_empty_dataset=True)
+        return ds.batch(lay.per_host_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+    def __next__(self) -> NumpyBatch:
+        if self._it is None:
+            self._it = iter(self._dataset())
+        batch = {k: v.numpy() for k, v in next(self._it).items()}
+        if order.INDEX_KEY not in batch:
+            raise ConfigError(f"SeqioData.feature_converter={type(self._converter).__name__} drops the feature "
+                              f"{order.INDEX_KEY!r} (common/order.py), which the trainer's order needs")
+        g, task = np.divmod(batch.pop(order.INDEX_KEY), len(self._tasks))
+        j = (g - self._layout.shard_id) // self._layout.num_shards
+        for c in np.unique(task):
+            self._next[c] = max(self._next[c], int(j[task == c].max()) + 1)
+        self._draws += len(g)
+        return batch
+
+    # -- the position --------------------------------------------------------
+    def _identity(self) -> dict:
+        names = [t.name for t in self._tasks]
+        prints = {}
+        for t in self._tasks:
+            index = getattr(t.source, "index", None)
+            prints[t.name] = index(self._data.split).fingerprint() if index else None
+        return {"tasks": names, "rates": self._rates, "seed": self._seed, "split": self._data.split,
+                "shuffle": self._data.shuffle, "records": prints}
+
+    def get_state(self) -> bytes:
+        lay = self._layout
+        return json.dumps({"order": 1, "host": lay.shard_id, "num_hosts": lay.num_shards,
+                           "per_host_batch": lay.per_host_batch_size, "next": self._next, "draws": self._draws,
+                           **self._identity()}).encode()
+
+    def set_state(self, state: bytes) -> None:
+        self.restore({0: state}, 0, own=True)
+
+    def restore(self, states: Mapping[int, bytes], process_index: int, own: bool = False) -> None:
+        saved = {i: json.loads(b.decode()) for i, b in states.items()}
+        if any(s.get("order") != 1 for s in saved.values()):
+            raise ConfigError("the checkpoint's input position is not of this input pipeline (it was written by "
+                              "another kind of data source)")
+        first = next(iter(saved.values()))
+        self._check_same_data(first)
+        lay = self._layout
+        by_host = {s["host"]: s for s in saved.values()}
+        hosts = first["num_hosts"]
+        if own or (hosts == lay.num_shards and lay.shard_id in by_host):
+            s = saved[process_index] if own else by_host[lay.shard_id]
+            self._next, self._draws = list(s["next"]), int(s["draws"])
+        else:   # another number of hosts: the same global order from the least advanced one
+            if sorted(by_host) != list(range(hosts)):
+                raise ConfigError(f"the checkpoint holds the input positions of hosts {sorted(by_host)} of {hosts}")
+            frontier = [min(s["next"][c] * hosts + h for h, s in by_host.items()) for c in range(len(self._tasks))]
+            draws = min(s["draws"] * hosts + h for h, s in by_host.items())
+            aligned = len({(tuple(s["next"]), s["draws"]) for s in by_host.values()}) == 1
+            if not aligned:
+                log.warning("resuming on %d hosts from %d whose input positions differ (examples were dropped "
+                            "by a preprocessor): every task restarts at the least advanced host, so up to "
+                            "a few examples per host are seen again", lay.num_shards, hosts)
+            h, n = lay.shard_id, lay.num_shards
+            self._next = [max(0, math.ceil((f - h) / n)) for f in frontier]
+            self._draws = max(0, math.ceil((draws - h) / n))
+            log.info("input position: %d hosts' positions -> host %d of %d at candidate %s",
+                     hosts, h, n, self._next)
+        self._it = None
+
+    def _check_same_data(self, saved: dict) -> None:
+        now = self._identity()
+        changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in now.items() if saved.get(k) != v]
+        if not changed:
+            return
+        what = "; ".join(changed)
+        if not self._data.allow_data_change:
+            raise ConfigError(f"the input data changed since the checkpoint ({what}); to continue from the same "
+                              f"position on the new data, pass --gin.SeqioData.allow_data_change=True")
+        log.warning("the input data changed since the checkpoint (%s); continuing from the same position "
+                    "(SeqioData.allow_data_change)", what)

@@ -388,7 +388,7 @@ def test_corpus_dir_macro_from_gin_flags(corpus, tmp_path):
     import gin
     import seqio
 
-    from trainer import flags
+    from trainer import flags, train  # noqa: F401 -- registers the configurable `train` the config binds
 
     out, _, _ = corpus
     (tmp_path / "exp.gin").write_text("include 'datasets/corpus.gin'\nTASK = 'mulan_weak_text'\nAUDIO_SAMPLES = 32000\n"

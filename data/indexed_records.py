@@ -1,0 +1,187 @@
+"""TFRecord files read by record number: a seqio `DataSource` whose training order is a pure
+function of (seed, global example index) (common/order.py).
+
+    source = IndexedTFRecordSource({"train": "corpus/records/train-*.tfrecord"}, records.feature_spec())
+
+Each shard is indexed once per process by walking its record headers (8-byte length, 4-byte CRC,
+data, 4-byte CRC: nothing else is read), so record `r` of a split is one seek and one read.  While
+the trainer's input pipeline reads a `Stream` (`order.reading`), `get_dataset` gives that host's
+candidates `g = j * H + h` (j >= the stream's start): record `index_shuffle(g mod N, (seed,
+epoch))`, epoch `g // N`, with the features `order.INDEX_KEY` (the candidate, for the iterator's
+position) and `order.SEED_KEY` (the example's stateless seed, which the project's random
+preprocessors draw from: `data.preprocessors.seeded_map`).  Nothing is buffered but what tf.data
+prefetches, so the saved position is a few integers and a restart costs no decoding.
+
+Outside a stream (`text_options`, embedding, benchmarks) it is an ordinary source: the host's
+records (`shard_info`) once, in order or shuffled with `seed`, without the two features (random
+preprocessors then take seqio's seeds, which differ from one repeat to the next).
+"""
+from __future__ import annotations
+
+import glob as glob_lib
+import hashlib
+import json
+import os
+import struct
+import threading
+from typing import Mapping
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from common import order
+
+_HEADER = 12     # uint64 length + uint32 CRC of the length
+_FOOTER = 4      # uint32 CRC of the data
+_LOCK = threading.Lock()
+_INDEXES: dict[tuple, "RecordIndex"] = {}
+
+
+class RecordFileError(ValueError):
+    """A record file that cannot be indexed or read; the message names it."""
+
+
+def _glob(pattern: str) -> list[str]:
+    return sorted(tf.io.gfile.glob(pattern) if "://" in pattern else glob_lib.glob(pattern))
+
+
+def _size(path: str) -> int:
+    return tf.io.gfile.stat(path).length if "://" in path else os.path.getsize(path)
+
+
+def _open(path: str):
+    return tf.io.gfile.GFile(path, "rb") if "://" in path else open(path, "rb")
+
+
+def scan(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(data offsets, data lengths) of every record of the TFRecord file `path` (uncompressed).
+    Raises `RecordFileError` naming the file for a truncated one."""
+    size, offsets, lengths, pos = _size(path), [], [], 0
+    with _open(path) as f:
+        while pos < size:
+            f.seek(pos)
+            head = f.read(_HEADER)
+            if len(head) < _HEADER:
+                raise RecordFileError(f"{path}: truncated record header at byte {pos} of {size}")
+            (n,) = struct.unpack("<Q", head[:8])
+            end = pos + _HEADER + n + _FOOTER
+            if end > size:
+                raise RecordFileError(f"{path}: the record at byte {pos} declares {n} bytes, past the end of the "
+                                      f"file ({size} bytes): the file is truncated")
+            offsets.append(pos + _HEADER)
+            lengths.append(n)
+            pos = end
+    return np.asarray(offsets, np.int64), np.asarray(lengths, np.int64)
+
+
+class RecordIndex:
+    """Every record of a list of TFRecord files, by number: `read(r)` gives record r's bytes."""
+
+    def __init__(self, files: list[str]):
+        self.files = files
+        self.sizes = [_size(f) for f in files]
+        scanned = [scan(f) for f in files]
+        self.file_of = np.concatenate([np.full(len(o), i, np.int32) for i, (o, _) in enumerate(scanned)] or
+                                      [np.zeros(0, np.int32)])
+        self.offsets = np.concatenate([o for o, _ in scanned] or [np.zeros(0, np.int64)])
+        self.lengths = np.concatenate([n for _, n in scanned] or [np.zeros(0, np.int64)])
+        self._local = threading.local()
+
+    @classmethod
+    def of(cls, pattern: str) -> "RecordIndex":
+        """The index of the files matching `pattern`, built once per process and per file state."""
+        files = _glob(pattern)
+        key = (pattern, tuple((f, _size(f)) for f in files))
+        with _LOCK:
+            if key not in _INDEXES:
+                _INDEXES[key] = cls(files)
+            return _INDEXES[key]
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def fingerprint(self) -> str:
+        """What a resumed run compares: the files' names and sizes, and the record count."""
+        desc = [[os.path.basename(f), s] for f, s in zip(self.files, self.sizes)] + [len(self)]
+        return hashlib.sha256(json.dumps(desc).encode()).hexdigest()[:16]
+
+    def read(self, r) -> bytes:
+        r = int(r)
+        i = int(self.file_of[r])
+        handles = self._local.__dict__.setdefault("handles", {})
+        if i not in handles:
+            handles[i] = _open(self.files[i])
+        f = handles[i]
+        f.seek(int(self.offsets[r]))
+        data = f.read(int(self.lengths[r]))
+        if len(data) != self.lengths[r]:
+            raise RecordFileError(f"{self.files[i]}: record {r} ends early (the file changed or was truncated "
+                                  f"while it was read)")
+        return data
+
+
+class IndexedTFRecordSource(seqio.DataSource):
+    """TFRecord files of `tf.train.Example`s read by record number (the module doc)."""
+
+    reads_streams = True      # `trainer.input_pipeline.SeqioData` builds its order on it
+
+    def __init__(self, split_to_filepattern: Mapping[str, str], feature_description: Mapping):
+        self._patterns = dict(split_to_filepattern)
+        self._features = dict(feature_description)
+        super().__init__(splits=list(self._patterns), performs_internal_shuffling=True)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._patterns})"
+
+    @property
+    def supports_arbitrary_sharding(self) -> bool:
+        return True
+
+    def list_shards(self, split: str) -> list[str]:
+        return _glob(self._patterns[split])
+
+    def index(self, split: str) -> RecordIndex:
+        idx = RecordIndex.of(self._patterns[split])
+        if not len(idx):
+            raise FileNotFoundError(f"{self._patterns[split]}: no records for split {split!r}")
+        return idx
+
+    def num_input_examples(self, split: str) -> int:
+        return len(self.index(split))
+
+    def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
+                    shard_info: seqio.ShardInfo | None = None, *, sequence_length=None, use_cached=False,
+                    num_epochs=1) -> tf.data.Dataset:
+        del sequence_length, use_cached, num_epochs   # seqio repeats and trims
+        idx = self.index(split)
+        n = len(idx)
+        stream = order.current()
+        ordered = stream is not None
+        if not ordered:      # one pass over this host's records; seqio's seeds (they differ per repeat)
+            host, hosts = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
+            stream = order.Stream(host=host, num_hosts=hosts, start=0, seed=int(seed or 0), shuffle=shuffle)
+            stop = -(-(n - host) // hosts)
+        else:
+            stop = np.iinfo(np.int64).max // max(stream.num_hosts * stream.num_tasks, 1)
+        h, hosts, s = stream.host, stream.num_hosts, stream.seed
+        ds = tf.data.Dataset.range(stream.start, stop).map(lambda j: j * hosts + h)
+        if stream.keep is not None:
+            ds = ds.filter(stream.keep)
+
+        def locate(g):
+            r = g % n
+            if stream.shuffle:
+                r = tf.random.experimental.index_shuffle(r, tf.stack([tf.constant(s + (0x0DE4 << 40), tf.int64),
+                                                                      g // n]), n - 1)
+            return g, r
+
+        def read(g, r):
+            raw = tf.numpy_function(idx.read, [r], tf.string, stateful=False)
+            ex = tf.io.parse_single_example(tf.ensure_shape(raw, []), self._features)
+            if ordered:
+                ex[order.INDEX_KEY] = g * stream.num_tasks + stream.task
+                ex[order.SEED_KEY] = tf.stack([tf.constant(s, tf.int64), g])
+            return ex
+
+        return ds.map(locate).map(read, num_parallel_calls=tf.data.AUTOTUNE)
