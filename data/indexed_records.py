@@ -6,8 +6,8 @@ function of (seed, global example index) (common/order.py).
 Each shard is indexed once per process by walking its record headers (8-byte length, 4-byte CRC,
 data, 4-byte CRC: nothing else is read), so record `r` of a split is one seek and one read.  While
 the trainer's input pipeline reads a `Stream` (`order.reading`), `get_dataset` gives that host's
-candidates `g = j * H + h` (j >= the stream's start): record `index_shuffle(g mod N, (seed,
-epoch))`, epoch `g // N`, with the features `order.INDEX_KEY` (the candidate, for the iterator's
+candidates `g` (from the stream's start): record `index_shuffle(g mod N, (seed, epoch))`, epoch
+`g // N`, with the features `order.INDEX_KEY` (the candidate, for the iterator's
 position) and `order.SEED_KEY` (the example's stateless seed, which the project's random
 preprocessors draw from: `data.preprocessors.seeded_map`).  Nothing is buffered but what tf.data
 prefetches, so the saved position is a few integers and a restart costs no decoding.
@@ -160,12 +160,13 @@ class IndexedTFRecordSource(seqio.DataSource):
         ordered = stream is not None
         if not ordered:      # one pass over this host's records; seqio's seeds (they differ per repeat)
             host, hosts = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
-            stream = order.Stream(host=host, num_hosts=hosts, start=0, seed=int(seed or 0), shuffle=shuffle)
-            stop = -(-(n - host) // hosts)
+            ds = tf.data.Dataset.range(host, n, hosts)
+            stream = order.Stream(host=host, num_hosts=hosts, per_host=1, start=0, seed=int(seed or 0),
+                                  shuffle=shuffle)
         else:
-            stop = np.iinfo(np.int64).max // max(stream.num_hosts * stream.num_tasks, 1)
-        h, hosts, s = stream.host, stream.num_hosts, stream.seed
-        ds = tf.data.Dataset.range(stream.start, stop).map(lambda j: j * hosts + h)
+            stop = np.iinfo(np.int64).max // (4 * stream.num_hosts * stream.per_host * stream.num_tasks)
+            ds = tf.data.Dataset.range(stream.start, stop).map(stream.global_index)
+        s = stream.seed
         if stream.keep is not None:
             ds = ds.filter(stream.keep)
 

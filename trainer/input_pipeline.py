@@ -196,11 +196,11 @@ class OrderedIterator(DataIterator):
     candidate this host reads, plus (a mixture) the next draw of the task choice.
 
     A mixture draws task `c` for candidate `g` with probability proportional to its rate, from a
-    stateless seed of (seed, g); each task reads its own candidates.  Nothing dropped by a
-    preprocessor (silent crops, clips without text) means every host is at the same candidate and
-    the position is one integer; a resume on another number of hosts (or devices: the global batch
-    is what counts) then continues the same global order from the same step.  After drops the
-    hosts' positions differ and such a resume starts every task at the least advanced host
+    stateless seed of (seed, g); each task reads its own candidates.  When no preprocessor dropped
+    anything (silent crops, clips without text) every host is at the same step boundary and the
+    position is one integer; a resume on another number of hosts or devices (the global batch
+    fixed) then continues the same global order from the same step.  After drops the hosts'
+    positions differ and such a resume starts every task at the step of the least advanced host
     (a warning says so).  The records' fingerprints and the seed are saved too: a resume on changed
     data is refused unless `SeqioData.allow_data_change`."""
 
@@ -230,8 +230,9 @@ class OrderedIterator(DataIterator):
         parts = []
         for c, task in enumerate(self._tasks):
             keep = (lambda g, c=c: tf.equal(self._choice(g), c)) if len(self._tasks) > 1 else None
-            stream = order.Stream(host=lay.shard_id, num_hosts=lay.num_shards, start=self._next[c], seed=self._seed,
-                                  shuffle=data.shuffle, task=c, num_tasks=len(self._tasks), keep=keep)
+            stream = order.Stream(host=lay.shard_id, num_hosts=lay.num_shards, per_host=lay.per_host_batch_size,
+                                  start=self._next[c], seed=self._seed, shuffle=data.shuffle, task=c,
+                                  num_tasks=len(self._tasks), keep=keep)
             with order.reading(stream), seqio.utils.map_seed_manager(self._seed):
                 ds = task.get_dataset(data.task_feature_lengths, split=data.split, shuffle=False,
                                       seed=self._seed, num_epochs=None)
@@ -239,9 +240,9 @@ class OrderedIterator(DataIterator):
         if len(parts) == 1:
             ds = parts[0]
         else:
-            h, hosts = lay.shard_id, lay.num_shards
-            choices = tf.data.Dataset.range(self._draws, np.iinfo(np.int64).max // hosts).map(
-                lambda j: self._choice(j * hosts + h))
+            where = (lay.shard_id, lay.num_shards, lay.per_host_batch_size)
+            choices = tf.data.Dataset.range(self._draws, np.iinfo(np.int64).max // (4 * lay.global_batch_size)).map(
+                lambda j: self._choice(order.global_index(j, *where)))
             ds = tf.data.Dataset.choose_from_datasets(parts, choices, stop_on_empty_dataset=True)
         return ds.batch(lay.per_host_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
@@ -253,7 +254,8 @@ class OrderedIterator(DataIterator):
             raise ConfigError(f"SeqioData.feature_converter={type(self._converter).__name__} drops the feature "
                               f"{order.INDEX_KEY!r} (common/order.py), which the trainer's order needs")
         g, task = np.divmod(batch.pop(order.INDEX_KEY), len(self._tasks))
-        j = (g - self._layout.shard_id) // self._layout.num_shards
+        lay = self._layout
+        j = order.host_index(g, lay.shard_id, lay.num_shards, lay.per_host_batch_size)
         for c in np.unique(task):
             self._next[c] = max(self._next[c], int(j[task == c].max()) + 1)
         self._draws += len(g)
@@ -288,24 +290,29 @@ class OrderedIterator(DataIterator):
         lay = self._layout
         by_host = {s["host"]: s for s in saved.values()}
         hosts = first["num_hosts"]
-        if own or (hosts == lay.num_shards and lay.shard_id in by_host):
+        same_layout = hosts == lay.num_shards and first["per_host_batch"] == lay.per_host_batch_size
+        if own or (same_layout and lay.shard_id in by_host):
             s = saved[process_index] if own else by_host[lay.shard_id]
             self._next, self._draws = list(s["next"]), int(s["draws"])
-        else:   # another number of hosts: the same global order from the least advanced one
+        else:   # another number of hosts or batch: the same global order from the least advanced host
             if sorted(by_host) != list(range(hosts)):
                 raise ConfigError(f"the checkpoint holds the input positions of hosts {sorted(by_host)} of {hosts}")
-            frontier = [min(s["next"][c] * hosts + h for h, s in by_host.items()) for c in range(len(self._tasks))]
-            draws = min(s["draws"] * hosts + h for h, s in by_host.items())
-            aligned = len({(tuple(s["next"]), s["draws"]) for s in by_host.values()}) == 1
-            if not aligned:
-                log.warning("resuming on %d hosts from %d whose input positions differ (examples were dropped "
-                            "by a preprocessor): every task restarts at the least advanced host, so up to "
-                            "a few examples per host are seen again", lay.num_shards, hosts)
-            h, n = lay.shard_id, lay.num_shards
-            self._next = [max(0, math.ceil((f - h) / n)) for f in frontier]
-            self._draws = max(0, math.ceil((draws - h) / n))
-            log.info("input position: %d hosts' positions -> host %d of %d at candidate %s",
-                     hosts, h, n, self._next)
+            per = first["per_host_batch"]
+
+            def frontier(key):   # the least advanced host's next global candidate
+                return min(order.global_index(key(s), h, hosts, per) for h, s in by_host.items())
+
+            if len({(tuple(s["next"]), s["draws"]) for s in by_host.values()}) > 1:
+                log.warning("resuming on %d hosts from %d whose input positions differ (a preprocessor dropped "
+                            "examples): every task restarts at the least advanced host's step, so a few examples "
+                            "are seen again", lay.num_shards, hosts)
+            # The start of the step that holds the frontier, in this host's slice: exact when every
+            # host was at the same step boundary (nothing dropped).
+            start = lambda g: (g // lay.global_batch_size) * lay.per_host_batch_size
+            self._next = [start(frontier(lambda s, c=c: s["next"][c])) for c in range(len(self._tasks))]
+            self._draws = start(frontier(lambda s: s["draws"]))
+            log.info("input position: from %d host(s) x %d examples to host %d of %d x %d, at candidate %s",
+                     hosts, per, lay.shard_id, lay.num_shards, lay.per_host_batch_size, self._next)
         self._it = None
 
     def _check_same_data(self, saved: dict) -> None:
