@@ -50,3 +50,42 @@ def test_two_processes_match_one_process(tmp_path):
     assert sorted(os.listdir(data_dir))[-2:] == ["process_0.state", "process_1.state"]
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6),
                  helpers.final_params(multi, 8), helpers.final_params(single, 8))
+
+
+def test_a_corpus_run_resumes_on_another_number_of_processes_and_devices(tiny_mulan, tmp_path):
+    """Elastic resume (common/order.py): the tiny MuLan on the tiny corpus, 2 processes x 4 devices
+    to the step-2 checkpoint, then 1 process x 4 devices to step 6, sees the global batches of the
+    1 x 8 run and gives its losses; the input position saved per process is a few integers."""
+    import json
+    import sys
+
+    from tests.conftest import TINY_MULAN_ARGS
+
+    ref, corpus_dir = tiny_mulan
+    d = str(tmp_path / "elastic")
+
+    def cmd(steps):
+        return [sys.executable, "-m", "mulan.train", *TINY_MULAN_ARGS, f"--gin.TRAIN_STEPS={steps}",
+                f"--gin.CORPUS_DIR='{corpus_dir}'", f"--model_dir={d}"]
+
+    port = _free_port()
+    procs = [subprocess.Popen(cmd(2), cwd=helpers.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=helpers.env(devices=4, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                                              JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
+             for i in range(2)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    states = [json.loads(open(os.path.join(d, "checkpoints", "2", "data", f"process_{i}.state")).read())
+              for i in range(2)]
+    assert [(s["host"], s["num_hosts"], s["next"]) for s in states] == [(0, 2, [8]), (1, 2, [8])]
+
+    p = subprocess.run(cmd(6), cwd=helpers.ROOT, env=helpers.env(devices=4), capture_output=True, text=True,
+                       timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = helpers.last_json(p.stdout)
+    assert (out["start_step"], out["step"]) == (2, 6)
+    assert "input position: from 2 host(s) x 4 examples to host 0 of 1 x 8" in p.stderr
+    a, b = helpers.losses(d), helpers.losses(ref)
+    assert sorted(a) == sorted(b) == list(range(1, 7))
+    np.testing.assert_allclose([a[s] for s in range(1, 7)], [b[s] for s in range(1, 7)], rtol=1e-4)
