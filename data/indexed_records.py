@@ -31,6 +31,7 @@ import seqio
 import tensorflow as tf
 
 from common import order
+from common.errors import ConfigError
 
 _HEADER = 12     # uint64 length + uint32 CRC of the length
 _FOOTER = 4      # uint32 CRC of the data
@@ -38,8 +39,8 @@ _LOCK = threading.Lock()
 _INDEXES: dict[tuple, "RecordIndex"] = {}
 
 
-class RecordFileError(ValueError):
-    """A record file that cannot be indexed or read; the message names it."""
+class RecordFileError(ConfigError):
+    """A record file that cannot be indexed or read; the message names it (a user error: exit 2)."""
 
 
 def _glob(pattern: str) -> list[str]:

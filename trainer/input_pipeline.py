@@ -247,9 +247,18 @@ class OrderedIterator(DataIterator):
         return ds.batch(lay.per_host_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
     def __next__(self) -> NumpyBatch:
+        import tensorflow as tf
+
         if self._it is None:
             self._it = iter(self._dataset())
-        batch = {k: v.numpy() for k, v in next(self._it).items()}
+        try:
+            batch = {k: v.numpy() for k, v in next(self._it).items()}
+        except tf.errors.OpError as e:   # a record file cut or unreadable mid-run: one line naming it
+            named = [line.strip() for line in e.message.splitlines() if "RecordFileError" in line]
+            if not named:
+                raise
+            raise ConfigError(f"the input pipeline of {self._data.name!r} stopped: "
+                              f"{named[-1].split('RecordFileError: ', 1)[-1]}") from e
         if order.INDEX_KEY not in batch:
             raise ConfigError(f"SeqioData.feature_converter={type(self._converter).__name__} drops the feature "
                               f"{order.INDEX_KEY!r} (common/order.py), which the trainer's order needs")

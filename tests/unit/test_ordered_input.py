@@ -166,3 +166,21 @@ def test_a_truncated_record_file_is_named(records, tmp_path):
     assert len(offsets) == len(lengths) == 13
     with pytest.raises(RecordFileError, match=f"{cut}: the record at byte .* the file is truncated"):
         scan(str(cut))
+
+
+def test_a_record_file_cut_while_the_run_reads_it_stops_the_pipeline_naming_it(records, tmp_path):
+    import shutil
+
+    from common.errors import ConfigError
+
+    d = tmp_path / "live"
+    shutil.copytree(os.path.dirname(records), d)
+    data = _data(_task("order_live", str(d / "train-*.tfrecord")))
+    it = data.make_iterator(DataLayout(8, 8, 0, 1), seed=3)
+    next(it)   # indexed and reading; now the files lose their second halves
+    for f in d.iterdir():
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(ConfigError, match=r"input pipeline of 'order_live' stopped: .*train-0000\d-of-00003.tfrecord: "
+                                          r"record \d+ ends early"):
+        for _ in range(10):
+            next(it)
