@@ -39,7 +39,9 @@ TEXT_EMBEDDINGS) the `n2m_` tasks also give each example its text's precomputed 
 task can draw for a clip: what that store must hold.
 
 A crop at a rate other than 16 kHz reads the corpus's `records_<rate>/` (super-resolution's 24 kHz).
-Per-host sharding is the trainer's (`SeqioData` passes the partitioner's `ShardInfo`).
+The train tasks read the records by number (`data.indexed_records`): under the trainer's
+`SeqioData` their order is a pure function of (seed, global example index) and each host reads
+its slice of every global batch (common/order.py); `mulan_eval` reads them in order.
 """
 from __future__ import annotations
 
