@@ -268,6 +268,10 @@ class OrderedIterator(DataIterator):
         for c in np.unique(task):
             self._next[c] = max(self._next[c], int(j[task == c].max()) + 1)
         self._draws += len(g)
+        # Every kept candidate of a task before the next draw has been read (each draw of task c
+        # took c's next one), so no task's position lags the draws: hosts that dropped nothing
+        # agree on one integer.
+        self._next = [max(n, self._draws) for n in self._next]
         return batch
 
     # -- the position --------------------------------------------------------

@@ -184,3 +184,23 @@ def test_a_record_file_cut_while_the_run_reads_it_stops_the_pipeline_naming_it(r
                                           r"record \d+ ends early"):
         for _ in range(10):
             next(it)
+
+
+def test_a_mixture_without_drops_resumes_exactly_on_another_number_of_hosts(records):
+    import seqio
+
+    a, b = _task("order_mix_a", records), _task("order_mix_c", records, offset=1 << 40)
+    seqio.MixtureRegistry.remove("order_mix_even")
+    seqio.MixtureRegistry.add("order_mix_even", [(a, 1.0), (b, 1.0)])
+    data = _data("order_mix_even")
+    it = data.make_iterator(DataLayout(8, 8, 0, 1), seed=2)
+    _batches(it, 3)
+    state = it.get_state()
+    assert len(set(json.loads(state)["next"])) == 1     # one integer when nothing was dropped
+    rest = _batches(it, 3)
+    halves = [data.make_iterator(DataLayout(8, 4, h, 2), seed=2) for h in range(2)]
+    for h, half in enumerate(halves):
+        half.restore({0: state}, h)
+    got = [{k: np.concatenate([p[k] for p in step]) for k in ("x", "r")}
+           for step in zip(*[_batches(half, 3) for half in halves])]
+    _same(got, rest)
