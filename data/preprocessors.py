@@ -202,7 +202,10 @@ def select(keys):
 
     @seqio.map_over_dataset
     def fn(ex):
-        return {k: ex[k] for k in [*keys, order.INDEX_KEY] if k in keys or k in ex}
+        out = {k: ex[k] for k in keys}
+        if order.INDEX_KEY in ex:
+            out[order.INDEX_KEY] = ex[order.INDEX_KEY]
+        return out
 
     return fn
 
