@@ -79,9 +79,8 @@ def scan(path: str) -> tuple[np.ndarray, np.ndarray]:
 class RecordIndex:
     """Every record of a list of TFRecord files, by number: `read(r)` gives record r's bytes."""
 
-    def __init__(self, files: list[str]):
-        self.files = files
-        self.sizes = [_size(f) for f in files]
+    def __init__(self, files: list[str], sizes: list[int]):
+        self.files, self.sizes = files, sizes
         scanned = [scan(f) for f in files]
         self.file_of = np.concatenate([np.full(len(o), i, np.int32) for i, (o, _) in enumerate(scanned)] or
                                       [np.zeros(0, np.int32)])
@@ -93,10 +92,11 @@ class RecordIndex:
     def of(cls, pattern: str) -> "RecordIndex":
         """The index of the files matching `pattern`, built once per process and per file state."""
         files = _glob(pattern)
-        key = (pattern, tuple((f, _size(f)) for f in files))
+        sizes = [_size(f) for f in files]
+        key = (pattern, tuple(zip(files, sizes)))
         with _LOCK:
             if key not in _INDEXES:
-                _INDEXES[key] = cls(files)
+                _INDEXES[key] = cls(files, sizes)
             return _INDEXES[key]
 
     def __len__(self) -> int:
@@ -148,8 +148,8 @@ class IndexedTFRecordSource(seqio.DataSource):
             raise FileNotFoundError(f"{self._patterns[split]}: no records for split {split!r}")
         return idx
 
-    def num_input_examples(self, split: str) -> int:
-        return len(self.index(split))
+    # No `num_input_examples`: seqio would `.cache()` a source it knows to be small, which on the
+    # trainer's endless stream keeps every decoded candidate in memory.
 
     def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
                     shard_info: seqio.ShardInfo | None = None, *, sequence_length=None, use_cached=False,

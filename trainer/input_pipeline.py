@@ -213,6 +213,7 @@ class OrderedIterator(DataIterator):
         self._next = [0] * len(tasks)     # per task: the next candidate j this host reads
         self._draws = 0                   # a mixture: the next candidate j whose task is drawn
         self._it = None
+        self._identity_now = None         # what the data is, taken once (it globs every record file)
 
     # -- the order -----------------------------------------------------------
     def _choice(self, g):
@@ -276,13 +277,14 @@ class OrderedIterator(DataIterator):
 
     # -- the position --------------------------------------------------------
     def _identity(self) -> dict:
-        names = [t.name for t in self._tasks]
-        prints = {}
-        for t in self._tasks:
-            index = getattr(t.source, "index", None)
-            prints[t.name] = index(self._data.split).fingerprint() if index else None
-        return {"tasks": names, "rates": self._rates, "seed": self._seed, "split": self._data.split,
-                "shuffle": self._data.shuffle, "records": prints}
+        if self._identity_now is None:
+            prints = {}
+            for t in self._tasks:
+                index = getattr(t.source, "index", None)
+                prints[t.name] = index(self._data.split).fingerprint() if index else None
+            self._identity_now = {"tasks": [t.name for t in self._tasks], "rates": self._rates, "seed": self._seed,
+                                  "split": self._data.split, "shuffle": self._data.shuffle, "records": prints}
+        return self._identity_now
 
     def get_state(self) -> bytes:
         lay = self._layout
