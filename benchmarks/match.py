@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+import timing  # benchmarks/timing.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -102,6 +104,8 @@ def main(argv=None) -> dict:
         return {}
     import numpy as np
 
+    machine = timing.machine()
+    print(timing.machine_line(machine))
     results = []
     print(f"top-{args.k} of {args.queries:,} queries, {args.dim}-d, bank {args.dtype} (ours), "
           f"{os.cpu_count()} CPU cores")
@@ -123,7 +127,7 @@ def main(argv=None) -> dict:
               f"{row['speedup_vs_faiss']}x | identical top-{args.k} rows {row['identical_rows']:.4f} "
               f"(ties {row['tie_rows']}, other {row['other_mismatches']})")
     summary = {"k": args.k, "dim": args.dim, "dtype": args.dtype, "repeats": args.repeats,
-               "cpu_cores": os.cpu_count(), "results": results}
+               "machine": machine, "results": results}
     print(json.dumps(summary), flush=True)
     return summary
 

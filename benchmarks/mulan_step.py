@@ -10,10 +10,11 @@ Measures, on this machine's default backend, one device:
   * audio embedding (log-mel + audio tower, inference) and text embedding: items/s and GFLOP/s;
   * the breakdown: forward+backward of each tower alone and the front end alone, as shares of the
     step (a profile by subtraction, no tracer overhead).
-The peer reference (musiclm-pytorch MuLaN at this configuration, this machine, 2 threads) is
-~2.5 train examples/s and ~10 audio clips/s; the ratio to it is printed.  Timings are medians of
-`--repeats` runs after a warm-up; XLA uses every core of the machine (2 on the reference
-machine, as the peer's 2 threads).  The last stdout line is one JSON object.
+With `--peers` (the JSON of musiclm-pytorch's MuLaN at this configuration, measured on this
+machine by `benchmarks/peers/run_all.sh`, see benchmarks/timing.py) the ratios to it are printed,
+and with its peak.json the share of torch's float32 matmul ceiling.  Timings are medians of
+`--repeats` runs after a warm-up; XLA uses every core of the machine (the peers pin 2 threads:
+run on a 2-core machine, or compare with care).  The last stdout line is one JSON object.
 """
 from __future__ import annotations
 
@@ -22,10 +23,8 @@ import json
 import os
 import sys
 
-from timing import flops, median_seconds  # benchmarks/timing.py
-
-PEER_TRAIN_EXAMPLES_PER_S = 2.5
-PEER_AUDIO_CLIPS_PER_S = 10.0
+import timing  # benchmarks/timing.py
+from timing import flops, median_seconds
 
 
 def main(argv=None) -> dict:
@@ -34,7 +33,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--gin", action="append", default=[], help="extra NAME=VALUE bindings")
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=7)
+    timing.add_peers_flags(ap)
     args = ap.parse_args(argv)
+    peer = timing.load_peer(args, "mulan")
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import flax.linen as nn
     import jax
@@ -104,9 +105,9 @@ def main(argv=None) -> dict:
         parts[which] = median_seconds(lambda: jax.block_until_ready(c(params)), args.repeats)
 
     f_step, f_audio, f_text = flops(step_c), flops(audio_c), flops(text_c)
+    machine = timing.machine()
     result = {
-        "config": args.gin_file, "batch_size": b, "cpu_cores": os.cpu_count(),
-        "backend": jax.default_backend(), "num_params": int(n_params),
+        "config": args.gin_file, "batch_size": b, "machine": machine, "num_params": int(n_params),
         "train_step_s": round(t_step, 4), "train_examples_per_s": round(b / t_step, 2),
         "train_gflop_per_step": round(f_step / 1e9, 2), "train_gflops": round(f_step / t_step / 1e9, 1),
         "audio_embed_clips_per_s": round(b / t_audio, 2), "audio_embed_gflops": round(f_audio / t_audio / 1e9, 1),
@@ -114,21 +115,40 @@ def main(argv=None) -> dict:
         "breakdown_s": {"frontend_fwd": round(parts["frontend"], 4), "audio_tower_fwd_bwd": round(parts["audio"], 4),
                         "text_tower_fwd_bwd": round(parts["text"], 4)},
         "breakdown_share_of_step": {k: round(v / t_step, 3) for k, v in parts.items()},
-        "peer_train_examples_per_s": PEER_TRAIN_EXAMPLES_PER_S, "peer_audio_clips_per_s": PEER_AUDIO_CLIPS_PER_S,
-        "train_speedup_vs_peer": round(b / t_step / PEER_TRAIN_EXAMPLES_PER_S, 2),
-        "audio_embed_speedup_vs_peer": round(b / t_audio / PEER_AUDIO_CLIPS_PER_S, 2),
         "repeats": args.repeats,
     }
-    print(f"MuLan {args.gin_file}, batch {b}, {result['cpu_cores']} CPU cores, {jax.default_backend()}, "
-          f"{n_params / 1e6:.1f}M params")
-    print(f"  train step      {t_step * 1e3:8.1f} ms  {result['train_examples_per_s']:7.2f} examples/s  "
-          f"{result['train_gflops']:6.1f} GFLOP/s   ({result['train_speedup_vs_peer']}x the peer's "
-          f"{PEER_TRAIN_EXAMPLES_PER_S})")
-    print(f"  audio embedding {t_audio * 1e3:8.1f} ms  {result['audio_embed_clips_per_s']:7.2f} clips/s     "
-          f"{result['audio_embed_gflops']:6.1f} GFLOP/s   ({result['audio_embed_speedup_vs_peer']}x the peer's "
-          f"{PEER_AUDIO_CLIPS_PER_S})")
-    print(f"  text embedding  {t_text * 1e3:8.1f} ms  {result['text_embed_texts_per_s']:7.2f} texts/s     "
-          f"{result['text_embed_gflops']:6.1f} GFLOP/s")
+    ours = {"train": result["train_examples_per_s"], "audio_embed": result["audio_embed_clips_per_s"],
+            "text_embed": result["text_embed_texts_per_s"]}
+    theirs = {}
+    if peer is not None:
+        theirs = {"train": timing.peer_figure(peer, "train", "examples_per_s"),
+                  "audio_embed": timing.peer_figure(peer, "audio_embed", "clips_per_s"),
+                  "text_embed": timing.peer_figure(peer, "text_embed", "texts_per_s")}
+        peer_batch = timing.peer_figure(peer, "config", "batch")
+        result["peer"] = {"file": peer["_path"], "cpu": peer["env"].get("cpu"), "batch_size": peer_batch,
+                          **{f"{k}_per_s": round(v, 2) for k, v in theirs.items()}}
+        result["ratio_vs_peer"] = {k: round(ours[k] / theirs[k], 2) for k in theirs}
+        if peer_batch != b:
+            print(f"note: the peer ran batch {peer_batch}, this run batch {b}", file=sys.stderr)
+    ceiling = timing.matmul_ceiling(args)
+    if ceiling:
+        result["torch_matmul_ceiling_gflops"] = round(ceiling, 1)
+        result["share_of_ceiling"] = {"train": round(result["train_gflops"] / ceiling, 3),
+                                      "audio_embed": round(result["audio_embed_gflops"] / ceiling, 3)}
+    print(f"MuLan {args.gin_file}, batch {b}, {n_params / 1e6:.1f}M params; {timing.machine_line(machine)}")
+    units = {"train": "examples/s", "audio_embed": "clips/s", "text_embed": "texts/s"}
+    times = {"train": t_step, "audio_embed": t_audio, "text_embed": t_text}
+    gflops = {"train": result["train_gflops"], "audio_embed": result["audio_embed_gflops"],
+              "text_embed": result["text_embed_gflops"]}
+    print(f"  {'':<12} {'ms':>8} {'ours':>8} {'peer':>8} {'ratio':>6}  {'GFLOP/s':>7}")
+    for k in ours:
+        peer_s = f"{theirs[k]:8.2f} {ours[k] / theirs[k]:5.2f}x" if k in theirs else f"{'-':>8} {'-':>6}"
+        print(f"  {k:<12} {times[k] * 1e3:8.1f} {ours[k]:8.2f} {peer_s}  {gflops[k]:7.1f}  {units[k]}")
+    if ceiling:
+        print(f"  torch's float32 matmul ceiling here: {ceiling:.0f} GFLOP/s; the train step reaches "
+              f"{result['share_of_ceiling']['train']:.0%} of it")
+    if peer is None:
+        print("  (no peer figures: pass --peers=DIR from benchmarks/peers/run_all.sh for the ratios)")
     print("  where the step goes (each part's fwd+bwd alone, share of the step):")
     for k, v in parts.items():
         print(f"    {k:<10} {v * 1e3:8.1f} ms  {v / t_step:6.1%}")

@@ -19,7 +19,8 @@ import subprocess
 import sys
 import tempfile
 
-from timing import median_seconds  # benchmarks/timing.py
+import timing  # benchmarks/timing.py
+from timing import median_seconds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,11 +74,14 @@ def main(argv=None) -> dict:
         return {}
     import numpy as np
 
+    machine = timing.machine()
+    print(timing.machine_line(machine))
     res, tags = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for method in ("ours", "original"):
             out = os.path.join(tmp, method)
-            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",   # the user's XLA flags stay in effect
+                       XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=1").strip())
             if method == "original":
                 env["TF_USE_LEGACY_KERAS"] = "1"
             cmd = [sys.executable, os.path.abspath(__file__), f"--_child={method}", f"--patches={a.patches}",
@@ -96,7 +100,8 @@ def main(argv=None) -> dict:
     diff = float(np.abs(tags["ours"] - tags["original"]).max())
     print(f"ours / original: {ratio:.2f}x; max |tag difference| {diff:.2e}")
     summary = {"patches": a.patches, "batch": a.batch, "repeats": a.repeats, **{f"{k}_{m}": v for k, d in res.items()
-               for m, v in d.items()}, "speedup": round(ratio, 3), "max_tag_diff": diff}
+               for m, v in d.items()}, "speedup": round(ratio, 3), "max_tag_diff": diff,
+               "machine": machine}
     print(json.dumps(summary), flush=True)
     return summary
 

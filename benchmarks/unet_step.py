@@ -25,10 +25,8 @@ import json
 import os
 import sys
 
-from timing import flops, median_seconds  # benchmarks/timing.py
-
-PEER_TRAIN_SAMPLES_PER_S = 0.9
-PEER_SAMPLING_STEP_S = 0.34
+import timing  # benchmarks/timing.py
+from timing import flops, median_seconds
 
 
 def main(argv=None) -> dict:
@@ -37,7 +35,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--length", type=int, default=32768)
     ap.add_argument("--kernel", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=5)
+    timing.add_peers_flags(ap)
     args = ap.parse_args(argv)
+    peer = timing.load_peer(args, "unet")
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import flax.linen as nn
     import jax
@@ -122,21 +122,52 @@ def main(argv=None) -> dict:
     res = {
         "config": {"length": n, "batch_size": b, "channels": [128, 256, 512, 512], "strides": [4, 4, 4, 2],
                    "blocks": 2, "attention_levels": "last 2", "heads": 8, "kernel": args.kernel,
-                   "params_m": round(n_params / 1e6, 2), "devices": jax.device_count(), "backend": jax.default_backend()},
+                   "params_m": round(n_params / 1e6, 2), "devices": jax.device_count()},
+        "machine": timing.machine(),
         "train_step_s": round(t_train, 4),
         "train_samples_per_s": round(b / t_train, 3),
         "train_gflops_per_s": round(train_flops / t_train / 1e9, 1),
-        "train_ratio_vs_peer": round(b / t_train / PEER_TRAIN_SAMPLES_PER_S, 2),
         "sampling_step_s": round(out[False], 4),
-        "sampling_ratio_vs_peer": round(PEER_SAMPLING_STEP_S / out[False], 2),
         "sampling_step_guided_s": round(out[True], 4),
         "breakdown": {"forward_share": round(t_fwd / t_train, 3),
                       "attention_share": round(max(0.0, 1 - t_na / t_train), 3)},
     }
-    print(f"train step: {res['train_samples_per_s']} samples/s ({res['train_gflops_per_s']} GFLOP/s), "
-          f"{res['train_ratio_vs_peer']}x the peer's {PEER_TRAIN_SAMPLES_PER_S}", file=sys.stderr)
-    print(f"sampling step (batch 1): {res['sampling_step_s']} s, {res['sampling_ratio_vs_peer']}x faster than the "
-          f"peer's {PEER_SAMPLING_STEP_S} s; with guidance {res['sampling_step_guided_s']} s", file=sys.stderr)
+    print(f"U-Net {res['config']['params_m']}M params, length {n}; {timing.machine_line(res['machine'])}",
+          file=sys.stderr)
+    line = {"train": f"train step, batch {b}: {res['train_samples_per_s']} samples/s ({res['train_gflops_per_s']} GFLOP/s)",
+            "sampling": f"sampling step, batch 1: {res['sampling_step_s']} s",
+            "sampling_guided": f"sampling step with guidance (batch 2): {res['sampling_step_guided_s']} s"}
+    if peer is not None:
+        sampling = timing.peer_figure(peer, "sampling")
+        guided = [k for k in sampling if k != "cfg_scale=1"]
+        theirs = {"train_samples_per_s": timing.peer_figure(peer, "train", "samples_per_s"),
+                  "sampling_step_s": timing.peer_figure(peer, "sampling", "cfg_scale=1", "s_per_step")}
+        if guided:
+            theirs["sampling_step_guided_s"] = sampling[guided[0]]["s_per_step"]
+        cfg = timing.peer_figure(peer, "config")
+        res["peer"] = {"file": peer["_path"], "cpu": peer["env"].get("cpu"), "batch_size": cfg.get("batch"),
+                       "length": cfg.get("length"), **{k: round(v, 4) for k, v in theirs.items()}}
+        res["ratio_vs_peer"] = {"train": round(res["train_samples_per_s"] / theirs["train_samples_per_s"], 2),
+                                "sampling": round(theirs["sampling_step_s"] / res["sampling_step_s"], 2)}
+        if "sampling_step_guided_s" in theirs:
+            res["ratio_vs_peer"]["sampling_guided"] = round(
+                theirs["sampling_step_guided_s"] / res["sampling_step_guided_s"], 2)
+        if (cfg.get("batch"), cfg.get("length")) != (b, n):
+            print(f"note: the peer ran batch {cfg.get('batch')} at length {cfg.get('length')}, this run batch {b} "
+                  f"at length {n}", file=sys.stderr)
+        line["train"] += f"; the peer {theirs['train_samples_per_s']:.3f}: {res['ratio_vs_peer']['train']}x"
+        line["sampling"] += f"; the peer {theirs['sampling_step_s']:.3f} s: {res['ratio_vs_peer']['sampling']}x faster"
+        if "sampling_guided" in res["ratio_vs_peer"]:
+            line["sampling_guided"] += (f"; the peer {theirs['sampling_step_guided_s']:.3f} s: "
+                                        f"{res['ratio_vs_peer']['sampling_guided']}x faster")
+    ceiling = timing.matmul_ceiling(args)
+    if ceiling:
+        res["torch_matmul_ceiling_gflops"] = round(ceiling, 1)
+        line["train"] += f"; {res['train_gflops_per_s'] / ceiling:.0%} of torch's matmul ceiling ({ceiling:.0f})"
+    for v in line.values():
+        print(v, file=sys.stderr)
+    if peer is None:
+        print("(no peer figures: pass --peers=DIR from benchmarks/peers/run_all.sh for the ratios)", file=sys.stderr)
     print(f"breakdown: forward {res['breakdown']['forward_share']:.0%} of the step, attention "
           f"{res['breakdown']['attention_share']:.0%}", file=sys.stderr)
     print(json.dumps(res), flush=True)
