@@ -47,15 +47,10 @@ def flops(compiled) -> float:
 
 
 def cpu_model() -> str:
-    """The CPU's model name as /proc/cpuinfo gives it (what the peers' JSON records as `env.cpu`)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+    """The CPU's model name, read as the peers' harness reads it (their JSON's `env.cpu`)."""
+    from peers.peer_common import _cpu_model  # benchmarks/peers: stdlib only at import
+
+    return _cpu_model()
 
 
 def machine() -> dict:
