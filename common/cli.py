@@ -54,7 +54,9 @@ def fail(message: str, code: int = 2, *, hard: bool = False) -> None:
         sys.stderr.flush()
         err = os.dup(2)
         os.dup2(os.open(os.devnull, os.O_WRONLY), 2)    # Other threads' output goes nowhere now,
-        os.write(err, f"error: {message}\n".encode())   # and this line is written whole, last.
+        # This line is written whole, last, and on a line of its own: a traceback another thread was
+        # printing when stderr was closed can have stopped mid-line.
+        os.write(err, f"\nerror: {message}\n".encode())
         os._exit(code)
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
