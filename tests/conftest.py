@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests import helpers  # noqa: E402
 
-os.environ.update(helpers.env(devices=8, base={}, fast_compile=False))
+os.environ.update(helpers.env(devices=8, base={}))
 
 import gin  # noqa: E402
 import pytest  # noqa: E402

@@ -24,18 +24,17 @@ TINY = [
 ]
 
 
-def env(devices: int = 8, base: dict | None = None, fast_compile: bool = True, **extra: str) -> dict[str, str]:
+def env(devices: int = 8, base: dict | None = None, **extra: str) -> dict[str, str]:
     """The environment of a test process with `devices` fake CPU devices (on top of `base`, default
     this process's environment).
 
-    `fast_compile`: XLA:CPU without LLVM's optimisations (`--xla_backend_optimization_level=0`).
-    The binaries the tests launch run a handful of steps of tiny models, so compiling is most of
-    their time: this cuts a tiny generator run from 129 s to 107 s on 2 cores (the steps run ~40%
-    slower).  The results agree with the optimised code to float rounding (the tests' tolerances
-    hold both); the in-process tests (tests/conftest.py) and every user run keep the default."""
+    XLA:CPU runs without LLVM's optimisations (`--xla_backend_optimization_level=0`).
+    The tests run a handful of steps of tiny models, in-process (tests/conftest.py) and in the
+    binaries they launch, so compiling is most of their time: this cuts a tiny generator run from
+    129 s to 107 s on 2 cores (the steps run ~40% slower).  The results agree with the optimised
+    code to float rounding (the tests' tolerances hold both); every user run keeps XLA's default."""
     e = dict(os.environ if base is None else base)
-    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}" + \
-        (" --xla_backend_optimization_level=0" if fast_compile else "")
+    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
     e["TF_CPP_MIN_LOG_LEVEL"] = "2"
     e["PYTHONUNBUFFERED"] = "1"
     e["JAX_PLATFORMS"] = "cpu"     # libtpu is installed (for the topology compiles); no TPU is used
