@@ -51,7 +51,10 @@ def _child(method: str, n: int, q: int, d: int, k: int, repeats: int, dtype: str
         del bank
         search = lambda: index.topk(queries, k)
     else:
-        import faiss
+        try:
+            import faiss
+        except ImportError:
+            sys.exit("benchmarks/match.py: FAISS is not installed; pip install -e '.[bench]' (faiss-cpu)")
 
         index = faiss.IndexFlatIP(d)
         index.add(bank)
