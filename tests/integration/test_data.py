@@ -204,7 +204,7 @@ def test_ingest_users_audio_with_bad_files(corpus, tmp_path):
     import soundfile as sf
     import tensorflow as tf
 
-    from data import records
+    from data import ingest, records
 
     out, _, rows = corpus
     src = tmp_path / "music"
@@ -235,7 +235,8 @@ def test_ingest_users_audio_with_bad_files(corpus, tmp_path):
               json.dumps({"file": "no_text.wav", "shrot": ["x"]})]
     (tmp_path / "texts.jsonl").write_bytes(("\n".join(lines) + "\n").encode() + b'{"file": "\xff\xfe.wav"}\n')
     dst = tmp_path / "records_out"
-    r = records.ingest(str(src), str(tmp_path / "texts.jsonl"), str(dst), per_shard=2, progress=False)
+    texts = str(tmp_path / "texts.jsonl")
+    r = ingest.main(["--audio_dir", str(src), "--texts", texts, "--out", str(dst), "--per_shard=2"])
     fails = [json.loads(line) for line in open(dst / "records" / "failures.jsonl")]
     reasons = {f["item"]: f["reason"] for f in fails}
     assert "silent" in reasons["silent.wav"] and "empty" in reasons["empty.wav"]
@@ -249,44 +250,65 @@ def test_ingest_users_audio_with_bad_files(corpus, tmp_path):
                 "field 'tags.genre': expected a list of strings", "field 'split': \"../../outside\" is not a split",
                 "is not a path inside --audio_dir", "unknown field 'shrot'"):
         assert why in by_field, why
+    assert r["failures"] == len(fails) == 16 and r["audio_files"] == 9 and r["with_text"] == 8
     assert not (tmp_path / "outside").exists() and sorted(os.listdir(dst)) == ["records"]
-    ds = tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(str(dst / "records" / "train-*.tfrecord"))))
-    got = {}
-    for raw in ds:
-        ex = tf.io.parse_single_example(raw, records.feature_spec())
-        got[ex["clip_id"].numpy().decode()] = ex
-    # mono.ogg's second row (blank text) is rejected; its first row stands.
+
+    def read(d):
+        got = {}
+        for f in sorted(tf.io.gfile.glob(str(d / "records" / "train-*.tfrecord"))):
+            for raw in tf.data.TFRecordDataset(f):
+                ex = tf.io.parse_single_example(raw, records.feature_spec())
+                got[ex["clip_id"].numpy().decode()] = (os.path.basename(f), ex)
+        return got
+
+    got = read(dst)
+    # mono.ogg's second row (blank text) is rejected; its first row stands.  8 clips, 2 per shard: 4 shards.
     assert set(got) == {"stereo44k.wav", "mono.flac", "mono.ogg"}
-    assert int(got["stereo44k.wav"]["sample_rate"]) == 16000
-    # Resume: a missing shard is rewritten, complete ones are kept as they are.
-    shards = sorted(os.listdir(dst / "records"))
-    first = [s for s in shards if s.startswith("train-00000")][0]
-    mtime = os.path.getmtime(dst / "records" / first)
-    third = [s for s in shards if s.startswith("train-00002")][0]  # holds silent.wav, stereo44k.wav
-    os.remove(dst / "records" / third)
-    r2 = records.ingest(str(src), str(tmp_path / "texts.jsonl"), str(dst), per_shard=2, progress=False)
-    assert os.path.getmtime(dst / "records" / first) == mtime
-    assert r2["splits"]["train"]["shards"] == r["splits"]["train"]["shards"]
-    assert r2["splits"]["train"]["written_now"] == 1 and os.path.exists(dst / "records" / third)
-    assert [json.loads(line) for line in open(dst / "records" / "failures.jsonl")] == fails  # Kept shards' too.
-    # New inputs repack the shards: the output is that of the new inputs alone, nothing stale beside it.
-    sf.write(src / "added.flac", x, 16000)
-    with open(tmp_path / "texts.jsonl", "a") as f:
-        f.write(json.dumps({"file": "added.flac", "short": ["an added file"]}) + "\n")
-    r3 = records.ingest(str(src), str(tmp_path / "texts.jsonl"), str(dst), per_shard=2, progress=False)
+    assert int(got["stereo44k.wav"][1]["sample_rate"]) == 16000
+    assert r["splits"]["train"] == dict(shards=4, examples=3, skipped=5, shards_written=4, shards_kept=0)
+    for clip, (shard, _) in got.items():
+        assert shard == records.shard_name("train", ingest.bucket(clip, 4), 4)
+    # The same output on another parallelism: every shard and the failures, byte for byte.
+    other = tmp_path / "threads"
+    ingest.run(str(src), texts, str(other), per_shard=2,
+               beam_args=["--direct_num_workers=2", "--direct_running_mode=multi_threading"])
+
+    def files(d):
+        return {f: (d / "records" / f).read_bytes() for f in os.listdir(d / "records")
+                if f not in (ingest.SIDECARS, "INGEST.json")}   # INGEST.json: also what this run wrote
+
+    assert files(other) == files(dst)
+    # Resume: a missing shard is rewritten, complete ones are kept as they are (nothing decoded).
     shards = sorted(f for f in os.listdir(dst / "records") if f.endswith(".tfrecord"))
-    assert r3["removed_stale_shards"] > 0 and len(shards) == r3["splits"]["train"]["shards"]
-    assert all(f.endswith(f"-of-{len(shards):05d}.tfrecord") for f in shards)
-    ids = [tf.io.parse_single_example(raw, records.feature_spec())["clip_id"].numpy().decode()
-           for raw in tf.data.TFRecordDataset([str(dst / "records" / f) for f in shards])]
-    assert sorted(ids) == ["added.flac", "mono.flac", "mono.ogg", "stereo44k.wav"]
+    mtimes = {f: os.path.getmtime(dst / "records" / f) for f in shards}
+    lost = got["stereo44k.wav"][0]
+    os.remove(dst / "records" / lost)
+    (dst / "records" / (lost + ".tmp-deadbeef")).write_bytes(b"a killed attempt's")
+    r2 = ingest.run(str(src), texts, str(dst), per_shard=2)
+    assert r2["splits"]["train"]["shards_written"] == 1 and r2["splits"]["train"]["shards_kept"] == 3
+    assert all(os.path.getmtime(dst / "records" / f) == mtimes[f] for f in shards if f != lost)
+    assert files(dst) == files(other)   # Kept shards' failures too; the temporary file is gone.
+    # New inputs: 9 clips need 8 shards, so every clip moves; nothing stale is left beside them.
+    sf.write(src / "added.flac", x, 16000)
+    with open(texts, "a") as f:
+        f.write(json.dumps({"file": "added.flac", "short": ["an added file"]}) + "\n")
+    r3 = ingest.run(str(src), texts, str(dst), per_shard=2)
+    shards = sorted(f for f in os.listdir(dst / "records") if f.endswith(".tfrecord"))
+    assert r3["removed_stale_shards"] == 4 and len(shards) == r3["splits"]["train"]["shards"] == 8
+    assert all(f.endswith("-of-00008.tfrecord") for f in shards)
+    assert sorted(read(dst)) == ["added.flac", "mono.flac", "mono.ogg", "stereo44k.wav"]
+    assert sorted(os.listdir(dst / "records" / ingest.SIDECARS)) == [f + ".json" for f in shards]
+    # A typo'd flag is named, not passed to Beam to be dropped with a warning.
+    with pytest.raises(SystemExit) as e:
+        ingest.main(["--audio_dir", str(src), "--texts", texts, "--out", str(dst), "--per_shrad=2"])
+    assert e.value.code == 2
 
 
 def test_mp3_is_decoded_and_ingested(corpus, tmp_path):
     """A real MP3 (stereo, 44.1 kHz, encoded from a corpus clip) decodes to the clip and ingests."""
     import soundfile as sf
 
-    from data import records
+    from data import ingest
 
     out, _, rows = corpus
     x, _ = audio_lib.load_audio(os.path.join(out, rows[0]["audio"]["16000"]))
@@ -303,8 +325,8 @@ def test_mp3_is_decoded_and_ingested(corpus, tmp_path):
     best = max(np.corrcoef(x[seg], y[seg.start + lag:seg.stop + lag])[0, 1] for lag in lags if seg.start + lag >= 0)
     assert best > 0.95
     (tmp_path / "t.jsonl").write_text(json.dumps({"file": "song.mp3", "short": ["an mp3"]}) + "\n")
-    r = records.ingest(str(src), str(tmp_path / "t.jsonl"), str(tmp_path / "rec"), per_shard=2, progress=False)
-    assert r["splits"]["train"]["written_now"] == 1 and r["splits"]["train"]["skipped"] == 0
+    r = ingest.run(str(src), str(tmp_path / "t.jsonl"), str(tmp_path / "rec"), per_shard=2)
+    assert r["splits"]["train"]["examples"] == 1 and r["splits"]["train"]["skipped"] == 0
 
 
 def test_audio_errors_name_the_file(tmp_path):
