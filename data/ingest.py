@@ -164,21 +164,21 @@ class Finalize:
         self.out_dir, self.sample_rate, self.filter_marks = out_dir, int(sample_rate), bool(filter_marks)
 
     def __call__(self, shards, failures, audio_files, with_text):
-        import tensorflow as tf
+        from common import paths
 
         shards = sorted(shards, key=lambda s: s["name"])
         failures = sorted(failures + [f for s in shards for f in s["failures"]],
                           key=lambda f: (f["item"], f["reason"]))
         keep = {s["name"] for s in shards}
-        stale = sorted(f for f in tf.io.gfile.listdir(self.out_dir)
-                       if (f.endswith(".tfrecord") and f not in keep) or ".tfrecord.tmp" in f)
-        for f in stale:
-            tf.io.gfile.remove(posixpath.join(self.out_dir, f))
-            log.info("removed %s: not part of this ingest's output", f)
-        side = posixpath.join(self.out_dir, SIDECARS)
-        for f in tf.io.gfile.listdir(side) if tf.io.gfile.isdir(side) else []:
-            if f.removesuffix(".json") not in keep:
-                tf.io.gfile.remove(posixpath.join(side, f))
+        out, side = paths.resolve(self.out_dir), paths.resolve(posixpath.join(self.out_dir, SIDECARS))
+        stale = sorted(f.name for f in out.iterdir()
+                       if (f.name.endswith(".tfrecord") and f.name not in keep) or ".tfrecord.tmp" in f.name)
+        for name in stale:
+            (out / name).unlink()
+            log.info("removed %s: not part of this ingest's output", name)
+        for f in side.iterdir() if side.exists() else []:
+            if f.name.removesuffix(".json") not in keep:
+                f.unlink()
         splits = {}
         for s in shards:
             d = splits.setdefault(s["split"], dict(shards=0, examples=0, skipped=0, shards_written=0,
@@ -293,6 +293,10 @@ def main(argv=None) -> dict:
             ap.error(f"{what}={p} does not exist")
     if a.per_shard < 1 or a.sample_rate < 1:
         ap.error("--per_shard and --sample_rate must be positive")
+    try:
+        paths.check_writable(paths.resolve(a.out), "--out")
+    except paths.PathError as e:
+        ap.error(str(e))
     r = run(a.audio_dir, a.texts, a.out, sample_rate=a.sample_rate, per_shard=a.per_shard,
             filter_marks=not a.no_text_filter, beam_args=beam_args)
     print(f"[records] {r['with_text']} of {r['audio_files']} audio files had texts; {r['failures']} problems "

@@ -172,26 +172,36 @@ def parse_row(raw: bytes, where: str) -> tuple[str | None, dict]:
 
 
 def _write_shard(final: str, items: list, to_example, failures: list) -> int:
-    """One shard, whole or not at all (a temporary file, its own per attempt, renamed when
-    complete; local or `gs://`); an item that cannot be used is listed in `failures` and left out.
-    Returns the examples written."""
+    """One shard, whole or not at all: locally a temporary file beside it, its own per attempt,
+    renamed when complete; in a bucket a local file uploaded as one object (objects are replaced
+    whole).  An item that cannot be used is listed in `failures` and left out.  Returns the
+    examples written."""
+    import tempfile
     import uuid
 
     import tensorflow as tf
 
-    tmp, good = f"{final}.tmp-{uuid.uuid4().hex[:8]}", 0
-    try:
-        with tf.io.TFRecordWriter(tmp) as w:
-            for item in items:
-                try:
-                    w.write(to_example(item))
-                    good += 1
-                except (audio_lib.AudioError, ValueError, UnicodeError) as e:
-                    failures.append(dict(item=str(item.get("file") or item.get("clip_id")), reason=str(e)))
-        tf.io.gfile.rename(tmp, final, overwrite=True)
-    finally:
-        if tf.io.gfile.exists(tmp):
-            tf.io.gfile.remove(tmp)
+    from common import paths
+
+    remote = paths.is_remote(final)
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp, good = (os.path.join(scratch, "shard") if remote else f"{final}.tmp-{uuid.uuid4().hex[:8]}"), 0
+        try:
+            with tf.io.TFRecordWriter(tmp) as w:
+                for item in items:
+                    try:
+                        w.write(to_example(item))
+                        good += 1
+                    except (audio_lib.AudioError, ValueError, UnicodeError) as e:
+                        failures.append(dict(item=str(item.get("file") or item.get("clip_id")), reason=str(e)))
+            if remote:
+                with open(tmp, "rb") as f:
+                    paths.resolve(final).write_bytes(f.read())
+            else:
+                os.replace(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
     return good
 
 
