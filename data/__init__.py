@@ -2,7 +2,8 @@
 
 Corpus: `corpus.py` (the builder's plan, renderer and `build`), `sources/` (music21 works, MMA
 grooves), `synth.py` (FluidSynth), `gm.py`, `audio.py` (decode / resample / write, clear errors),
-`records.py` (TFRecord shards; users' audio ingest), `paths.py` (where corpora are), `manifest.py`.
+`records.py` (TFRecord shards, texts rows), `ingest.py` (users' audio ingest, an Apache Beam
+pipeline), `paths.py` (where corpora are), `manifest.py`.
 Text: `weak_text.py` + `text_filter.py` (+ its labelled set), `vocab.py` (WordPiece, SentencePiece).
 seqio: `tasks.py` (every task, registered from frozen settings), `preprocessors.py`,
 `feature_converters.py`.  Pseudo-labels at training time: `embedding_store.py` (embedding shards),
