@@ -22,7 +22,7 @@ import numpy as np
 
 
 def _cpu():
-    return jax.devices("cpu")[0]
+    return jax.local_devices(backend="cpu")[0]   # this process's (on a pod, each host searches its own)
 
 
 def _block_candidates(q, xb, off, k: int, group: int, n_valid=None):

@@ -13,7 +13,13 @@ feature, ids from `clip_id`: a task of `data.tasks` on `--corpus`, or yours, reg
 `--task_module`).  A clip is embedded as the mean over its non-overlapping 10 s windows
 (a shorter clip is zero-padded to 10 s); audio is read and embedded 256 clips at a time, so memory
 stays bounded on a large corpus.  Text: `--texts` is a .jsonl of {"id", "text"} rows (ids kept) or
-one text per line, truncated to the model's text length.  Batches are split over all local devices.  The last stdout line is JSON.
+one text per line, truncated to the model's text length.  Batches are split over all local devices.
+
+On a pod, run the same command on every worker (`JAX_COORDINATOR_ADDRESS` / `JAX_NUM_PROCESSES` /
+`JAX_PROCESS_ID`, or nothing on a TPU VM: `trainer.multihost.initialize`), with an `--out` every
+host sees: each process embeds its block of the clips and texts on its own devices and writes its
+own shards, process 0 joins the indexes (`mulan.embedding`), and the folder is what one process
+would have written.  The last stdout line is JSON (on every process; the counts are over all).
 """
 from __future__ import annotations
 
@@ -53,8 +59,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     from mulan import embedding
     from mulan.inference import Encoder
+    from trainer import multihost
     from trainer.checkpoints import CheckpointRestoreError
     from trainer.restore import ModelDirError
+
+    multihost.initialize()
 
     t0 = time.perf_counter()
     with cli.exit_on(ModelDirError, CheckpointRestoreError, ValueError, OSError):
@@ -82,9 +91,10 @@ def main(argv: list[str] | None = None) -> dict:
         summary.update(got)
     if args.texts:
         summary.update(embedding.embed_texts_to(enc, args.out, text_ids, texts, **kw))
-    with open(os.path.join(args.out, "failures.jsonl"), "w", encoding="utf-8") as f:
-        for r in failures:
-            f.write(json.dumps(r) + "\n")
+    if multihost.is_primary():
+        with open(os.path.join(args.out, "failures.jsonl"), "w", encoding="utf-8") as f:
+            for r in failures:
+                f.write(json.dumps(r) + "\n")
     summary.update(failures=len(failures), seconds=round(time.perf_counter() - t0, 1))
     print(f"wrote embeddings to {summary['out']} ({len(failures)} unreadable inputs listed in failures.jsonl)",
           file=sys.stderr)

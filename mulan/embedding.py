@@ -8,6 +8,13 @@
 Audio is read and embedded `chunk` clips at a time (memory stays bounded on a large corpus); a
 clip is the mean over its non-overlapping 10 s windows.  Unreadable files are returned as failures,
 never fatal.
+
+On several hosts (the same command on every worker, after `trainer.multihost.initialize`), each
+function is called by every process with the same inputs: process p embeds its contiguous block
+(`multihost.process_block`) on its own devices and writes its own shards; process 0 then joins
+the indexes (`data.embedding_store.merge_parts`), so the folder holds what one process would have
+written, rows in the same order.  The counts returned are sums over the hosts, the failures every
+host's.  `OUT` must be a folder all hosts see.
 """
 from __future__ import annotations
 
@@ -17,7 +24,37 @@ import sys
 
 import numpy as np
 
-from data.embedding_store import write_shards
+from data.embedding_store import merge_parts, write_shards
+from trainer import multihost
+
+
+def _part() -> tuple[int, int]:
+    import jax
+
+    return jax.process_index(), jax.process_count()
+
+
+def _join_hosts(out: str, kind: str, failures: list) -> list:
+    """Every process, once it has written its part of `kind`: process 0 joins the parts; returns
+    every process's failures (one process: `failures` itself)."""
+    p, count = _part()
+    if count == 1:
+        return failures
+    path = lambda q: os.path.join(out, f"{kind}_failures.p{q:05d}.json")  # noqa: E731
+    with open(path(p), "w", encoding="utf-8") as f:
+        json.dump(failures, f)
+    multihost.sync(f"embeddings: {kind} written")
+    every = []
+    for q in range(count):
+        with open(path(q), encoding="utf-8") as f:
+            every += json.load(f)
+    if p == 0:
+        merge_parts(out, kind, count)
+    multihost.sync(f"embeddings: {kind} joined")
+    if p == 0:
+        for q in range(count):
+            os.remove(path(q))
+    return every
 
 
 def read_texts(path: str) -> tuple[list[str], list[str]]:
@@ -41,16 +78,21 @@ def read_texts(path: str) -> tuple[list[str], list[str]]:
 
 def embed_texts_to(enc, out: str, ids: list[str], texts: list[str], kind: str = "text", shard_size: int = 4096,
                    fmt: str = "npy", progress: bool = True) -> dict:
-    """Embeds `texts` and writes OUT/{kind}-*.npy + OUT/{kind}_index.jsonl."""
+    """Embeds `texts` (this process's block of them) and writes OUT/{kind}-*.npy +
+    OUT/{kind}_index.jsonl."""
     from tqdm import tqdm
 
     os.makedirs(out, exist_ok=True)
+    block = multihost.process_block(len(texts))
+    ids, texts = ids[block], texts[block]
     toks, _ = enc.tokenize(texts)
     truncated = int(sum(1 for t in toks if t[-1] != 0))
     with tqdm(total=len(texts), desc=f"embed {kind}", unit="text", file=sys.stderr, disable=not progress) as pb:
         emb = enc.embed_texts(texts, progress=pb.update)
-    files = write_shards(out, kind, ids, emb, [{"text": t} for t in texts], shard_size, fmt)
-    return {"texts": len(texts), "texts_truncated": truncated, "text_shards": len(files),
+    files = write_shards(out, kind, ids, emb, [{"text": t} for t in texts], shard_size, fmt, part=_part())
+    _join_hosts(out, kind, [])
+    n, truncated, shards = multihost.sum_over_processes([len(texts), truncated, len(files)]).tolist()
+    return {"texts": n, "texts_truncated": truncated, "text_shards": shards,
             "text_index": os.path.join(os.path.abspath(out), f"{kind}_index.jsonl")}
 
 
@@ -77,6 +119,7 @@ def embed_audio_to(enc, out: str, inputs: list[dict], kind: str = "audio", shard
     from data.audio import AudioError, load_audio, stream_audio
 
     os.makedirs(out, exist_ok=True)
+    inputs = inputs[multihost.process_block(len(inputs))]
     sr = enc.model.frontend.sample_rate
     ids, embs, extra, failures = [], [], [], []
     with tqdm(total=len(inputs), desc=f"embed {kind}", unit="clip", file=sys.stderr, disable=not progress) as pb:
@@ -101,8 +144,11 @@ def embed_audio_to(enc, out: str, inputs: list[dict], kind: str = "audio", shard
                 extra.append({"path": item["path"], "seconds": round(n / sr, 3), "windows": max(1, n // enc.window)})
             pb.update(len(done))
     emb = np.concatenate(embs) if embs else np.zeros((0, enc.dim), np.float32)
-    files = write_shards(out, kind, ids, emb, extra, shard_size, fmt)
-    return {"audio_clips": len(ids), "audio_windows": sum(e["windows"] for e in extra), "audio_shards": len(files),
+    files = write_shards(out, kind, ids, emb, extra, shard_size, fmt, part=_part())
+    failures = _join_hosts(out, kind, failures)
+    n, n_windows, shards = multihost.sum_over_processes(
+        [len(ids), sum(e["windows"] for e in extra), len(files)]).tolist()
+    return {"audio_clips": n, "audio_windows": n_windows, "audio_shards": shards,
             "audio_index": os.path.join(os.path.abspath(out), f"{kind}_index.jsonl")}, failures
 
 
@@ -124,15 +170,20 @@ def audio_inputs(audio_dir: str | None = None, manifest: str | None = None, spli
 
 def embed_task_to(enc, out: str, task: str, split: str = "test", limit: int | None = None, kind: str = "audio",
                   shard_size: int = 4096, fmt: str = "npy", progress: bool = True) -> dict:
-    """Embeds a registered seqio task's `audio` (ids from `clip_id`) into OUT/{kind}-*."""
+    """Embeds a registered seqio task's `audio` (ids from `clip_id`) into OUT/{kind}-*.  On several
+    hosts, process p of P takes examples p, p + P, ... (every host reads the task), so its rows
+    come in host order rather than the task's."""
     import seqio
     from tqdm import tqdm
 
     ds = seqio.get_mixture_or_task(task).get_dataset(sequence_length=None, split=split, shuffle=False, num_epochs=1)
     ids, clips, extra = [], [], []
+    p, count = _part()
     for i, ex in enumerate(ds.as_numpy_iterator()):
         if limit is not None and i >= limit:
             break
+        if i % count != p:
+            continue
         cid = ex.get("clip_id", f"{task}:{split}:{i}".encode())
         ids.append(cid.decode() if isinstance(cid, bytes) else str(cid))
         clips.append(np.asarray(ex["audio"], np.float32))
@@ -141,6 +192,8 @@ def embed_task_to(enc, out: str, task: str, split: str = "test", limit: int | No
     n_windows = sum(e["windows"] for e in extra)
     with tqdm(total=n_windows, desc=f"embed {kind}", unit="window", file=sys.stderr, disable=not progress) as pb:
         emb = enc.embed_audio_clips(clips, progress=pb.update)
-    files = write_shards(out, kind, ids, emb, extra, shard_size, fmt)
-    return {"audio_clips": len(ids), "audio_windows": n_windows, "audio_shards": len(files),
+    files = write_shards(out, kind, ids, emb, extra, shard_size, fmt, part=(p, count))
+    _join_hosts(out, kind, [])
+    n, n_windows, shards = multihost.sum_over_processes([len(ids), n_windows, len(files)]).tolist()
+    return {"audio_clips": n, "audio_windows": n_windows, "audio_shards": shards,
             "audio_index": os.path.join(os.path.abspath(out), f"{kind}_index.jsonl")}

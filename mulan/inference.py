@@ -6,7 +6,7 @@
 
 The run's own `config.gin` (written by every training run) rebuilds the model; the parameters
 come from the Orbax checkpoint by a partial restore (`trainer.restore`: no optimizer state is
-read).  Batches are split over all devices along the batch axis (`trainer.batching`; parameters
+read).  Batches are split over this process's devices along the batch axis (`trainer.batching`; parameters
 FSDP-sharded per the run's rules); a short final batch is padded and the padding dropped.
 """
 from __future__ import annotations
@@ -39,7 +39,11 @@ class Encoder:
     @classmethod
     def from_run(cls, model_dir: str, step: int | None = None, use_ema: bool = True,
                  batch_size: int = 32, bindings: Sequence[str] = ()) -> "Encoder":
-        run = restore.load(model_dir, expect=MulanModel, step=step, use_ema=use_ema, bindings=bindings)
+        import jax
+
+        # This process's devices: each host of a multi-host job embeds its own inputs.
+        run = restore.load(model_dir, expect=MulanModel, step=step, use_ema=use_ema, bindings=bindings,
+                           devices=jax.local_devices())
         return cls(run.model, run.params, run.partitioner, batch_size, run.step, run.model_dir, run.checkpoint)
 
     @property

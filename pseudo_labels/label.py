@@ -6,8 +6,8 @@ labelled set (`pseudo_labels.labelling`; the folder's layout is `data.pseudo_lab
 the MuLan embeddings of the bank, the tags and the clips, the selection counts, the settings and
 `labels.jsonl`.  Embeddings are reused when the model step, the bank and the corpus are unchanged
 (`--recompute` forces).  Training reads the folder through the task `n2m_pseudo_labels`
-(`--gin_file=datasets/pseudo_labels.gin --gin.PSEUDO_LABELS_DIR="'LABELS'"`).  The last stdout
-line is JSON.
+(`--gin_file=datasets/pseudo_labels.gin --gin.PSEUDO_LABELS_DIR="'LABELS'"`).  On a pod, the same
+command on every worker (`pseudo_labels.labelling`).  The last stdout line is JSON.
 """
 from __future__ import annotations
 
@@ -45,16 +45,21 @@ def main(argv: list[str] | None = None) -> dict:
     from data import paths
     from data.pseudo_label_index import PseudoLabelError
     from pseudo_labels import labelling
+    from trainer import multihost
     from trainer.checkpoints import CheckpointRestoreError
     from trainer.restore import ModelDirError
 
+    multihost.initialize()
     with cli.exit_on(PseudoLabelError, ModelDirError, CheckpointRestoreError, FileNotFoundError, ValueError):
         s = labelling.build(args.model_dir, args.bank, paths.corpus_dir(args.corpus), args.out, k=args.k,
                             k_prime=args.k_prime, tag_k=args.tag_k, tag_k_prime=args.tag_k_prime, seed=args.seed,
                             dtype=args.dtype, step=args.step, batch_size=args.batch_size, recompute=args.recompute,
                             progress=not args.no_progress)
-    print(f"pseudo-labelled {s['clips']} clips with {s['captions']} captions and {s['tags']} tags "
-          f"(mean top-1 cosine {s['mean_top1_cosine']}): {s['labels']}", file=sys.stderr)
+    if "labels" in s:
+        print(f"pseudo-labelled {s['clips']} clips with {s['captions']} captions and {s['tags']} tags "
+              f"(mean top-1 cosine {s['mean_top1_cosine']}): {s['labels']}", file=sys.stderr)
+    else:
+        print(f"process {s['process']}: its share embedded and counted; process 0 wrote {s['out']}", file=sys.stderr)
     return cli.print_json(s)
 
 

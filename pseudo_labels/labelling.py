@@ -13,6 +13,11 @@
    (`data.pseudo_label_index.PseudoLabeler`), and the statistics of the labelled set.
 
 The folder layout is `data.pseudo_label_index`'s.
+
+On a pod every worker runs the same command (`trainer.multihost.initialize`), with an `OUT` all
+hosts see: each process embeds its block of the captions, tags and clips (`mulan.embedding`),
+counts the selections of its block of clips, and the counts are summed over the hosts; process 0
+writes the settings and the export.  The folder equals a one-process build's.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import os
 import sys
 import time
 
+import jax
 import numpy as np
 
 from data import matching
@@ -31,6 +37,7 @@ from data.pseudo_label_index import CONFIG, PseudoLabeler, PseudoLabelError
 from mulan.embedding import embed_audio_to, embed_texts_to
 from mulan.inference import Encoder
 from pseudo_labels.bank import read_bank
+from trainer import multihost
 
 
 def _file_fingerprint(path: str) -> str:
@@ -50,6 +57,8 @@ def _fresh(emb_dir: str, kind: str, want: dict) -> bool:
 
 
 def _mark(emb_dir: str, kind: str, want: dict):
+    if not multihost.is_primary():
+        return
     with open(os.path.join(emb_dir, f"{kind}_fingerprint.json"), "w", encoding="utf-8") as f:
         json.dump(want, f)
 
@@ -87,21 +96,28 @@ def build(model_dir: str, bank_dir: str, corpus_dir: str, out: str, *, k: int = 
                                      kind="clips", progress=progress)
         _mark(emb_dir, "clips", want)
         timings["embed_clips_s"] = round(time.perf_counter() - t, 1)
-        with open(os.path.join(emb_dir, "clips_failures.jsonl"), "w", encoding="utf-8") as f:
-            for r in failures:
-                f.write(json.dumps(r) + "\n")
+        if multihost.is_primary():
+            with open(os.path.join(emb_dir, "clips_failures.jsonl"), "w", encoding="utf-8") as f:
+                for r in failures:
+                    f.write(json.dumps(r) + "\n")
+    multihost.sync("pseudo-labels: embeddings marked")
 
-    # The one counting pass: every clip's top K, once.
+    # The one counting pass: every clip's top K, once (each host its block; the counts summed).
     t = time.perf_counter()
     clip_ids, clip_emb, _ = read_embeddings(emb_dir, "clips")
+    mine = clip_emb[multihost.process_block(len(clip_emb))]
     counts = {}
     for kind, kk in (("captions", k), ("tags", tag_k)):
         _, bank, _ = read_embeddings(emb_dir, kind)
-        _, top = matching.BankIndex(bank, dtype=dtype).topk(clip_emb, kk)
-        counts[kind] = matching.selection_counts(top, len(bank))
+        _, top = matching.BankIndex(bank, dtype=dtype).topk(mine, kk)
+        counts[kind] = multihost.sum_over_processes(matching.selection_counts(top, len(bank)))
+    timings["count_s"] = round(time.perf_counter() - t, 1)
+    if not multihost.is_primary():
+        multihost.sync("pseudo-labels: exported")
+        return {"process": jax.process_index(), "clips": len(clip_ids), "captions": len(captions),
+                "tags": len(tags), "out": out, **timings}
     np.savez(os.path.join(out, "counts.npz.tmp.npz"), **counts)
     os.replace(os.path.join(out, "counts.npz.tmp.npz"), os.path.join(out, "counts.npz"))
-    timings["count_s"] = round(time.perf_counter() - t, 1)
     config = {"k": k, "k_prime": k_prime, "tag_k": tag_k, "tag_k_prime": tag_k_prime, "seed": seed, **model,
               "bank_dir": os.path.abspath(bank_dir), "corpus_dir": os.path.abspath(corpus_dir),
               "captions": len(captions), "tags": len(tags), "clips": len(clip_ids)}
@@ -112,6 +128,7 @@ def build(model_dir: str, bank_dir: str, corpus_dir: str, out: str, *, k: int = 
     summary = export(out, dtype=dtype, rows=rows, captions=captions, progress=progress)
     timings["export_s"] = round(time.perf_counter() - t, 1)
     summary.update(config=config, clip_failures=len(failures), seconds=round(time.perf_counter() - t0, 1), **timings)
+    multihost.sync("pseudo-labels: exported")
     return summary
 
 

@@ -61,6 +61,33 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
+def process_block(n: int) -> slice:
+    """This process's contiguous share of `n` items: process p of P takes [p*n//P, (p+1)*n//P), so
+    the blocks in process order are the items in order (what a one-process run does)."""
+    p, count = jax.process_index(), jax.process_count()
+    return slice(p * n // count, (p + 1) * n // count)
+
+
+def sync(name: str) -> None:
+    """Every process waits here until all have arrived (nothing on one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def sum_over_processes(x):
+    """The elementwise sum of a numpy array over all processes (the array itself on one)."""
+    import numpy as np
+
+    if jax.process_count() == 1:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    x = np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(x)).sum(0).astype(x.dtype)
+
+
 class PreemptionWatcher:
     """Tells the loop, at the same step on every host, that a save-and-exit is due.
 

@@ -128,12 +128,14 @@ class LoadedRun:
 
 
 def load(model_dir: str, *, expect: type, step: int | None = None, use_ema: bool = True,
-         bindings: Sequence[str] = (), mesh_shape: Sequence[int] = (1, -1, 1)) -> LoadedRun:
+         bindings: Sequence[str] = (), mesh_shape: Sequence[int] = (1, -1, 1),
+         devices: Sequence[Any] | None = None) -> LoadedRun:
     """The run's newest intact step (or `step`), its model rebuilt from the config saved with that
     step (`checkpoints/<step>/config/config.gin`; the run's `config.gin` for steps saved before
     configs were).  A newest step that fails its integrity check (`trainer.checkpoints`), or an
     unverified one that does not restore, is passed over with a warning for the next older one;
-    a named `step` that fails is an error."""
+    a named `step` that fails is an error.  The parameters are laid out on a mesh of `devices`
+    (default all; an inference process of a multi-host job passes its local ones)."""
     run_dir = paths.resolve(model_dir)        # local or gs:// (common/paths.py)
     model_dir, run_config = str(run_dir), run_dir / "config.gin"
     if not (run_dir / "checkpoints").is_dir():
@@ -154,7 +156,7 @@ def load(model_dir: str, *, expect: type, step: int | None = None, use_ema: bool
                 failures.append(f"{ckpt.step_dir(s)} fails its integrity check: {damage}")
             else:
                 try:
-                    return _load_step(ckpt, s, expect, use_ema, bindings, mesh_shape, run_config)
+                    return _load_step(ckpt, s, expect, use_ema, bindings, mesh_shape, run_config, devices)
                 except CheckpointRestoreError as e:
                     if ckpt.sealed(s):
                         raise                               # Intact: the config is at fault.
@@ -167,12 +169,13 @@ def load(model_dir: str, *, expect: type, step: int | None = None, use_ema: bool
 
 
 def _load_step(ckpt: Checkpointer, step: int, expect: type, use_ema: bool, bindings: Sequence[str],
-               mesh_shape: Sequence[int], run_config: Any) -> LoadedRun:
+               mesh_shape: Sequence[int], run_config: Any, devices: Sequence[Any] | None = None) -> LoadedRun:
     config = ckpt.config_path(step) or run_config
     if not config.exists():
         raise ModelDirError(f"{config}: missing (is {ckpt.run_dir} a training run's --model_dir?).")
     model, rules, has_ema, frozen = model_from_config(config, expect, bindings)
-    partitioner = Partitioner(mesh_shape=tuple(mesh_shape), **({"logical_axis_rules": rules} if rules else {}))
+    partitioner = Partitioner(mesh_shape=tuple(mesh_shape), devices=devices,
+                              **({"logical_axis_rules": rules} if rules else {}))
     abstract = abstract_state(model, partitioner, batch_size=1, frozen=frozen).abstract.params
     if use_ema and has_ema:
         # The EMA holds the trainable parameters; the frozen ones come from `params`.

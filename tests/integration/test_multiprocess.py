@@ -1,6 +1,7 @@
 """Two real processes (jax.distributed over loopback, gloo CPU collectives,
 2 x 4 devices) train the same global batch to the same losses as one process
 with 8 devices."""
+import json
 import os
 import socket
 import subprocess
@@ -89,3 +90,62 @@ def test_a_corpus_run_resumes_on_another_number_of_processes_and_devices(tiny_mu
     a, b = helpers.losses(d), helpers.losses(ref)
     assert sorted(a) == sorted(b) == list(range(1, 7))
     np.testing.assert_allclose([a[s] for s in range(1, 7)], [b[s] for s in range(1, 7)], rtol=1e-4)
+
+
+def _on_processes(cmd: list[str], n: int, devices: int, timeout: int = 400) -> list[dict]:
+    """`cmd` as one job of `n` processes with `devices` each (over loopback); their last JSON lines."""
+    port = _free_port()
+    procs = [subprocess.Popen(cmd, cwd=helpers.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=helpers.env(devices=devices, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                                              JAX_NUM_PROCESSES=str(n), JAX_PROCESS_ID=str(i)))
+             for i in range(n)] if n > 1 else [
+        subprocess.Popen(cmd, cwd=helpers.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=helpers.env(devices=devices))]
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    return [helpers.last_json(out) for out, _ in outs]
+
+
+def test_embedding_and_pseudo_labels_on_two_processes_equal_one_process(tiny_mulan, tmp_path):
+    """`mulan.embed` and the pseudo-label build, run as the same command on 2 processes x 4 devices,
+    write what 1 process x 8 devices writes: the same rows in the same order, the same embeddings,
+    the same selection counts (summed over the hosts) and the same labels."""
+    import sys
+
+    from data.embedding_store import read_embeddings
+    from pseudo_labels import write_bank
+
+    mulan, corpus_dir = tiny_mulan
+    bank = str(tmp_path / "bank")
+    write_bank.main(["--corpus", corpus_dir, "--out", bank, "--writers", "template", "--samples", "template=3",
+                     "--no_progress"])
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(f"caption number {i}\n" for i in range(11)))
+    manifest = os.path.join(corpus_dir, "manifest.jsonl")
+    got = {}
+    for name, n, devices in (("one", 1, 8), ("two", 2, 4)):
+        d = tmp_path / name
+        emb = _on_processes([sys.executable, "-m", "mulan.embed", f"--model_dir={mulan}", f"--manifest={manifest}",
+                             f"--texts={texts}", f"--out={d / 'emb'}", "--no_progress"], n, devices)
+        assert all(e["audio_clips"] == emb[0]["audio_clips"] > 10 and e["texts"] == 11 for e in emb)
+        lab = _on_processes([sys.executable, "-m", "pseudo_labels.label", f"--model_dir={mulan}", f"--bank={bank}",
+                             f"--corpus={corpus_dir}", f"--out={d / 'labels'}", "--no_progress"], n, devices)
+        assert lab[0]["clips"] == emb[0]["audio_clips"]
+        got[name] = d
+    one, two = got["one"], got["two"]
+    for folder, kinds in (("emb", ("audio", "text")), ("labels/embeddings", ("captions", "tags", "clips"))):
+        for kind in kinds:
+            ids1, e1, _ = read_embeddings(str(one / folder), kind)
+            ids2, e2, rows2 = read_embeddings(str(two / folder), kind)
+            assert ids1 == ids2, (folder, kind)
+            np.testing.assert_allclose(e1, e2, atol=2e-5)
+            assert {r["shard"].split("-")[1] for r in rows2} == {"p00000", "p00001"}   # each host wrote its own
+    assert sorted(os.listdir(two / "emb")) == sorted(
+        f for f in os.listdir(two / "emb") if "_index.p" not in f and "_failures.p" not in f)
+    c1, c2 = np.load(one / "labels" / "counts.npz"), np.load(two / "labels" / "counts.npz")
+    for kind in ("captions", "tags"):
+        np.testing.assert_array_equal(c1[kind], c2[kind])
+        assert c1[kind].dtype == c2[kind].dtype
+    lines = [[json.loads(x) for x in open(d / "labels" / "labels.jsonl")] for d in (one, two)]
+    assert [[c["id"] for c in r["captions"]] for r in lines[0]] == [[c["id"] for c in r["captions"]] for r in lines[1]]
