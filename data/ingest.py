@@ -149,7 +149,7 @@ class WriteShard:
                 ok = weak_text.mark_ok(it["texts"]) if self.filter_marks else {}
                 return records.make_example(it["file"], it["file"], x, sr, it["texts"], ok, it["tags"])
 
-            good = records._write_shard(final, part, to_example, failures)
+            good = records.write_shard(final, part, to_example, failures)
         entry = dict(key=key, examples=good, failures=failures)
         paths.makedirs(sidecar.parent)
         paths.write_text_atomic(sidecar, json.dumps(entry))
@@ -192,9 +192,8 @@ class Finalize:
         index = dict(sample_rate=self.sample_rate, filter_marks=self.filter_marks, summary=summary,
                      shards={s["name"]: dict(key=s["key"], examples=s["examples"], failures=s["failures"])
                              for s in shards})
-        records._write_text(posixpath.join(self.out_dir, "failures.jsonl"),
-                            "".join(json.dumps(f) + "\n" for f in failures))
-        records._write_json(posixpath.join(self.out_dir, "INGEST.json"), index)
+        paths.write_text_atomic(out / "failures.jsonl", "".join(json.dumps(f) + "\n" for f in failures))
+        paths.write_text_atomic(out / "INGEST.json", json.dumps(index))
         return summary
 
 

@@ -78,7 +78,7 @@ def _write_shards(out_dir: str, split: str, items: list, per_shard: int, to_exam
         chunk = items[k * per_shard:(k + 1) * per_shard]
         final = os.path.join(out_dir, shard_name(split, k, n))
         if not os.path.exists(final):
-            written += _write_shard(final, chunk, to_example, failures)
+            written += write_shard(final, chunk, to_example, failures)
         bar.update(len(chunk))
     bar.close()
     return n, written
@@ -171,7 +171,7 @@ def parse_row(raw: bytes, where: str) -> tuple[str | None, dict]:
                                                  split=row.get("split", "train"), where=where)
 
 
-def _write_shard(final: str, items: list, to_example, failures: list) -> int:
+def write_shard(final: str, items: list, to_example, failures: list) -> int:
     """One shard, whole or not at all: locally a temporary file beside it, its own per attempt,
     renamed when complete; in a bucket a local file uploaded as one object (objects are replaced
     whole).  An item that cannot be used is listed in `failures` and left out.  Returns the
@@ -203,13 +203,3 @@ def _write_shard(final: str, items: list, to_example, failures: list) -> int:
             if os.path.exists(tmp):
                 os.remove(tmp)
     return good
-
-
-def _write_json(path: str, obj) -> None:
-    _write_text(path, json.dumps(obj))
-
-
-def _write_text(path: str, text: str) -> None:
-    from common import paths
-
-    paths.write_text_atomic(paths.resolve(path), text)
