@@ -21,6 +21,8 @@ PINS = {
     # gs:// run directories (common/paths.py): etils' epath reaches buckets through tf.io.gfile, or
     # through gcsfs where TensorFlow is not used (EPATH_USE_TF=false: what the emulator tests use).
     "gcsfs": "gcsfs==2026.10.1",
+    # Every record's CRC checked as it is read (data/indexed_records.py); gcsfs needs it too.
+    "crc32c": "google-crc32c==1.9.0",
     "numpy": "numpy>=2.0,<3",
     "tqdm": "tqdm>=4.66",
     # data/: real music and text (MMA and the FluidSynth library come from Debian: run.sh setup).

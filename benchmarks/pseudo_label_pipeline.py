@@ -54,8 +54,12 @@ def synthetic_copy(labels: str, bank_size: int, dtype: str, tmp: str) -> tuple[s
     _, clips, _ = read_embeddings(emb, "clips")
     with open(os.path.join(out, "pseudo_labels.json"), encoding="utf-8") as f:
         cfg = json.load(f)
-    _, top = matching.BankIndex(big, dtype=dtype).topk(clips, cfg["k"])
     counts = dict(np.load(os.path.join(out, "counts.npz")))
+    bias = None
+    if cfg.get("hubness", "none") == "csls":   # the padded bank's CSLS penalties, as the build computes them
+        counts["captions_hubness"] = matching.hubness(big, clips, cfg["hubness_k"], dtype)
+        bias = -counts["captions_hubness"] / 2
+    _, top = matching.BankIndex(big, dtype=dtype, bias=bias).topk(clips, cfg["k"])
     counts["captions"] = matching.selection_counts(top, len(big))
     np.savez(os.path.join(out, "counts.npz"), **counts)
     return out, time.perf_counter() - t

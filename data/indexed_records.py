@@ -12,6 +12,12 @@ position) and `order.SEED_KEY` (the example's stateless seed, which the project'
 preprocessors draw from: `data.preprocessors.seeded_map`).  Nothing is buffered but what tf.data
 prefetches, so the saved position is a few integers and a restart costs no decoding.
 
+Every record's data CRC is checked as it is read.  A bad record (a CRC mismatch, a read that
+ends early, the tail of a truncated file) stops the run with an error naming the file and record
+(`on_bad_record='stop'`, the default), or with `on_bad_record='skip'` is dropped, logged with its
+file, record and reason, and counted (`RecordIndex.bad`, the iterator's `bad_records`): the rest
+of the file is read.
+
 Outside a stream (`text_options`, embedding, benchmarks) it is an ordinary source: the host's
 records (`shard_info`) once, in order or shuffled with `seed`, without the two features (random
 preprocessors then take seqio's seeds, which differ from one repeat to the next).
@@ -21,6 +27,7 @@ from __future__ import annotations
 import glob as glob_lib
 import hashlib
 import json
+import logging
 import os
 import struct
 import threading
@@ -37,6 +44,8 @@ _HEADER = 12     # uint64 length + uint32 CRC of the length
 _FOOTER = 4      # uint32 CRC of the data
 _LOCK = threading.Lock()
 _INDEXES: dict[tuple, "RecordIndex"] = {}
+ON_BAD_RECORD = ("stop", "skip")
+log = logging.getLogger("data.indexed_records")
 
 
 class RecordFileError(ConfigError):
@@ -55,49 +64,81 @@ def _open(path: str):
     return tf.io.gfile.GFile(path, "rb") if "://" in path else open(path, "rb")
 
 
-def scan(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(data offsets, data lengths) of every record of the TFRecord file `path` (uncompressed).
-    Raises `RecordFileError` naming the file for a truncated one."""
-    size, offsets, lengths, pos = _size(path), [], [], 0
+def masked_crc(data: bytes) -> int:
+    """TFRecord's masked CRC-32C of `data`."""
+    import google_crc32c
+
+    c = google_crc32c.value(data)
+    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def scan(path: str, truncated_ok: bool = False) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """(data offsets, data lengths, problem) of every record of the TFRecord file `path`
+    (uncompressed).  A truncated file or a damaged header raises `RecordFileError` naming the
+    file, or with `truncated_ok` ends the index at the last whole record and says why in `problem`."""
+    size, offsets, lengths, pos, problem = _size(path), [], [], 0, None
     with _open(path) as f:
         while pos < size:
             f.seek(pos)
             head = f.read(_HEADER)
-            if len(head) < _HEADER:
-                raise RecordFileError(f"{path}: truncated record header at byte {pos} of {size}")
-            (n,) = struct.unpack("<Q", head[:8])
+            (n,) = struct.unpack("<Q", head[:8]) if len(head) == _HEADER else (0,)
             end = pos + _HEADER + n + _FOOTER
-            if end > size:
-                raise RecordFileError(f"{path}: the record at byte {pos} declares {n} bytes, past the end of the "
-                                      f"file ({size} bytes): the file is truncated")
+            if len(head) < _HEADER:
+                problem = f"{path}: truncated record header at byte {pos} of {size}"
+            elif struct.unpack("<I", head[8:])[0] != masked_crc(head[:8]):
+                problem = f"{path}: the record header at byte {pos} fails its CRC: the file is damaged"
+            elif end > size:
+                problem = (f"{path}: the record at byte {pos} declares {n} bytes, past the end of the file "
+                           f"({size} bytes): the file is truncated")
+            if problem:
+                if not truncated_ok:
+                    raise RecordFileError(problem)
+                problem += f"; {len(offsets)} whole records before it are read, {size - pos} bytes after it are not"
+                break
             offsets.append(pos + _HEADER)
             lengths.append(n)
             pos = end
-    return np.asarray(offsets, np.int64), np.asarray(lengths, np.int64)
+    return np.asarray(offsets, np.int64), np.asarray(lengths, np.int64), problem
 
 
 class RecordIndex:
-    """Every record of a list of TFRecord files, by number: `read(r)` gives record r's bytes."""
+    """Every record of a list of TFRecord files, by number: `read(r)` gives record r's bytes,
+    its CRC checked.  With `on_bad_record='skip'` a bad record reads as b"" and is counted in
+    `bad` ({record or file: reason}); the tail of a truncated file is left out of the index."""
 
-    def __init__(self, files: list[str], sizes: list[int]):
-        self.files, self.sizes = files, sizes
-        scanned = [scan(f) for f in files]
-        self.file_of = np.concatenate([np.full(len(o), i, np.int32) for i, (o, _) in enumerate(scanned)] or
+    def __init__(self, files: list[str], sizes: list[int], on_bad_record: str = "stop"):
+        if on_bad_record not in ON_BAD_RECORD:
+            raise ConfigError(f"on_bad_record={on_bad_record!r}: one of {ON_BAD_RECORD}")
+        self.files, self.sizes, self.skip = files, sizes, on_bad_record == "skip"
+        self.bad: dict[str, str] = {}
+        self._bad_lock = threading.Lock()
+        scanned = [scan(f, truncated_ok=self.skip) for f in files]
+        for f, (_, _, problem) in zip(files, scanned):
+            if problem:
+                self._skip(f, problem)
+        self.file_of = np.concatenate([np.full(len(o), i, np.int32) for i, (o, _, _) in enumerate(scanned)] or
                                       [np.zeros(0, np.int32)])
-        self.offsets = np.concatenate([o for o, _ in scanned] or [np.zeros(0, np.int64)])
-        self.lengths = np.concatenate([n for _, n in scanned] or [np.zeros(0, np.int64)])
+        self.offsets = np.concatenate([o for o, _, _ in scanned] or [np.zeros(0, np.int64)])
+        self.lengths = np.concatenate([n for _, n, _ in scanned] or [np.zeros(0, np.int64)])
         self._local = threading.local()
 
     @classmethod
-    def of(cls, pattern: str) -> "RecordIndex":
+    def of(cls, pattern: str, on_bad_record: str = "stop") -> "RecordIndex":
         """The index of the files matching `pattern`, built once per process and per file state."""
         files = _glob(pattern)
         sizes = [_size(f) for f in files]
-        key = (pattern, tuple(zip(files, sizes)))
+        key = (pattern, tuple(zip(files, sizes)), on_bad_record)
         with _LOCK:
             if key not in _INDEXES:
-                _INDEXES[key] = cls(files, sizes)
+                _INDEXES[key] = cls(files, sizes, on_bad_record)
             return _INDEXES[key]
+
+    def _skip(self, where: str, reason: str) -> None:
+        with self._bad_lock:
+            first = where not in self.bad
+            self.bad[where] = reason
+        if first:
+            log.warning("skipped (on_bad_record='skip'; %d so far): %s", len(self.bad), reason)
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -115,11 +156,19 @@ class RecordIndex:
             handles[i] = _open(self.files[i])
         f = handles[i]
         f.seek(int(self.offsets[r]))
-        data = f.read(int(self.lengths[r]))
-        if len(data) != self.lengths[r]:
-            raise RecordFileError(f"{self.files[i]}: record {r} ends early (the file changed or was truncated "
-                                  f"while it was read)")
-        return data
+        n = int(self.lengths[r])
+        data = f.read(n + _FOOTER)
+        problem = None
+        if len(data) != n + _FOOTER:
+            problem = f"{self.files[i]}: record {r} ends early (the file changed or was truncated while it was read)"
+        elif struct.unpack("<I", data[n:])[0] != masked_crc(data[:n]):
+            problem = f"{self.files[i]}: record {r} fails its CRC (its bytes are damaged)"
+        if problem is None:
+            return data[:n]
+        if not self.skip:
+            raise RecordFileError(problem + "; `on_bad_record='skip'` skips and counts such records")
+        self._skip(f"{self.files[i]}#{r}", problem)
+        return b""
 
 
 class IndexedTFRecordSource(seqio.DataSource):
@@ -127,9 +176,13 @@ class IndexedTFRecordSource(seqio.DataSource):
 
     reads_streams = True      # `trainer.input_pipeline.SeqioData` builds its order on it
 
-    def __init__(self, split_to_filepattern: Mapping[str, str], feature_description: Mapping):
+    def __init__(self, split_to_filepattern: Mapping[str, str], feature_description: Mapping,
+                 on_bad_record: str = "stop"):
+        if on_bad_record not in ON_BAD_RECORD:
+            raise ConfigError(f"on_bad_record={on_bad_record!r}: one of {ON_BAD_RECORD}")
         self._patterns = dict(split_to_filepattern)
         self._features = dict(feature_description)
+        self.on_bad_record = on_bad_record
         super().__init__(splits=list(self._patterns), performs_internal_shuffling=True)
 
     def __repr__(self) -> str:
@@ -143,7 +196,7 @@ class IndexedTFRecordSource(seqio.DataSource):
         return _glob(self._patterns[split])
 
     def index(self, split: str) -> RecordIndex:
-        idx = RecordIndex.of(self._patterns[split])
+        idx = RecordIndex.of(self._patterns[split], self.on_bad_record)
         if not len(idx):
             raise FileNotFoundError(f"{self._patterns[split]}: no records for split {split!r}")
         return idx
@@ -179,11 +232,16 @@ class IndexedTFRecordSource(seqio.DataSource):
             return g, r
 
         def read(g, r):
-            raw = tf.numpy_function(idx.read, [r], tf.string, stateful=False)
-            ex = tf.io.parse_single_example(tf.ensure_shape(raw, []), self._features)
+            return g, tf.ensure_shape(tf.numpy_function(idx.read, [r], tf.string, stateful=False), [])
+
+        def parse(g, raw):
+            ex = tf.io.parse_single_example(raw, self._features)
             if ordered:
                 ex[order.INDEX_KEY] = g * stream.num_tasks + stream.task
                 ex[order.SEED_KEY] = tf.stack([tf.constant(s, tf.int64), g])
             return ex
 
-        return ds.map(locate).map(read, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(locate).map(read, num_parallel_calls=tf.data.AUTOTUNE)
+        if idx.skip:   # a skipped record reads as b"" (no tf.Example serializes to nothing but the empty one)
+            ds = ds.filter(lambda g, raw: tf.strings.length(raw) > 0)
+        return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)

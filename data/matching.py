@@ -11,6 +11,12 @@ its top-k is found without sorting the block: the scores are cut into groups of 
 the k groups with the largest maxima are kept (they must hold the block's top k: any score
 outside them lies below k larger group maxima), and only those k x group candidates are ranked.
 A running top-k merges the blocks.  Equal scores may come back in either order ("ties aside").
+
+Hubness: a few captions lie near most clips and take most selections (the README's audit).  With
+`bias` (one number per bank row, added to its score) the index ranks by a corrected score; CSLS
+(Conneau et al. 2018, "Word translation without parallel data") is `bias = -hubness(bank, clips) / 2`:
+a caption's mean cosine to its k nearest clips, halved, taken off, so a clip is matched by
+cos(x, y) - r(y) / 2 = (CSLS(x, y) + r(x)) / 2, the same order as CSLS (r(x) is constant per clip).
 """
 from __future__ import annotations
 
@@ -25,10 +31,13 @@ def _cpu():
     return jax.local_devices(backend="cpu")[0]   # this process's (on a pod, each host searches its own)
 
 
-def _block_candidates(q, xb, off, k: int, group: int, n_valid=None):
-    """One block's exact top-k: q [Q, D] f32, xb [D, B] (B % group == 0) -> ([Q, k], [Q, k])."""
+def _block_candidates(q, xb, bb, off, k: int, group: int, n_valid=None):
+    """One block's exact top-k: q [Q, D] f32, xb [D, B] (B % group == 0), bb [B] or None (the
+    rows' bias) -> ([Q, k], [Q, k])."""
     nq, b = q.shape[0], xb.shape[1]
     s = q @ xb.astype(jnp.float32)                                            # [Q, B]
+    if bb is not None:
+        s = s + bb[None, :]
     if n_valid is not None:                                                   # the padded tail only
         s = jnp.where((off + jnp.arange(b))[None, :] < n_valid, s, -jnp.inf)
     g = s.reshape(nq, b // group, group)
@@ -45,25 +54,25 @@ def _merge(v1, i1, v2, i2, k: int):
 
 @functools.partial(jax.jit, static_argnames=("k", "group", "block"))
 def _search(q: jax.Array, main_t: jax.Array | None, tail_t: jax.Array | None, n_valid: jax.Array,
-            k: int, group: int, block: int):
+            k: int, group: int, block: int, main_bias=None, tail_bias=None):
     """Whole-bank exact top-k in one dispatch: a scan over the full blocks of `main_t`
-    [nb, D, block] (no masking), then the padded `tail_t` [D, t] block (masked past `n_valid`)."""
+    [nb, D, block] (no masking), then the padded `tail_t` [D, t] block (masked past `n_valid`);
+    with the rows' bias `main_bias` [nb, block] and `tail_bias` [t] (None: no bias)."""
     nq = q.shape[0]
     best = (jnp.full((nq, k), -jnp.inf, jnp.float32), jnp.zeros((nq, k), jnp.int32))
     off = jnp.int32(0)
     if main_t is not None:
-        blocks = main_t                                                       # [nb, D, block]
-
-        def body(carry, xb):
+        def body(carry, blk):
             bv, bi, o = carry
-            v, i = _block_candidates(q, xb, o, k, group)
+            xb, bb = blk
+            v, i = _block_candidates(q, xb, bb, o, k, group)
             bv, bi = _merge(bv, bi, v, i, k)
             return (bv, bi, o + block), None
 
-        (bv, bi, off), _ = jax.lax.scan(body, (*best, off), blocks)
+        (bv, bi, off), _ = jax.lax.scan(body, (*best, off), (main_t, main_bias))   # [nb, D, block], [nb, block]
         best = (bv, bi)
     if tail_t is not None:
-        v, i = _block_candidates(q, tail_t, off, k, group, n_valid)
+        v, i = _block_candidates(q, tail_t, tail_bias, off, k, group, n_valid)
         best = _merge(*best, v, i, k)
     return best
 
@@ -78,10 +87,12 @@ class BankIndex:
       block: bank rows scored per matmul (a multiple of `group`).
       group: columns per group in the pruning step.
       query_block: queries per dispatch (a final short batch is padded, so shapes never change).
+      bias: [N] added to each row's score (float32; e.g. CSLS's `-hubness(...) / 2`); the scores
+        `topk` returns include it.
     """
 
     def __init__(self, embeddings: np.ndarray, dtype: str = "float32", block: int = 65536, group: int = 64,
-                 query_block: int = 1024):
+                 query_block: int = 1024, bias: np.ndarray | None = None):
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"BankIndex dtype={dtype!r}: use 'float32' or 'bfloat16'.")
         emb = np.asarray(embeddings)
@@ -107,6 +118,16 @@ class BankIndex:
             t = np.zeros((self.dim, -(-tail // group) * group), store)
             t[:, :tail] = emb[n_main:].T
             self._tail_t = jax.device_put(t, _cpu())
+        self._main_bias = self._tail_bias = None
+        if bias is not None:
+            bias = np.asarray(bias, np.float32)
+            if bias.shape != (self.n,) or not np.isfinite(bias).all():
+                raise ValueError(f"BankIndex: bias must be [{self.n}] finite numbers (one per bank row), got "
+                                 f"shape {bias.shape}")
+            if n_main:
+                self._main_bias = jax.device_put(bias[:n_main].reshape(-1, self.block), _cpu())
+            if tail:
+                self._tail_bias = jax.device_put(np.pad(bias[n_main:], (0, self._tail_t.shape[1] - tail)), _cpu())
         self.dtype = dtype
 
     def __len__(self) -> int:
@@ -131,15 +152,23 @@ class BankIndex:
             if m < qb:
                 chunk = np.concatenate([chunk, np.zeros((qb - m, self.dim), np.float32)])
             v, i = _search(jax.device_put(chunk, _cpu()), self._main_t, self._tail_t, jnp.int32(self.n), k,
-                           self.group, self.block)
+                           self.group, self.block, self._main_bias, self._tail_bias)
             vs.append(np.asarray(v)[:m])
             ids.append(np.asarray(i)[:m])
         return np.concatenate(vs), np.concatenate(ids).astype(np.int64)
 
 
-def brute_force_topk(queries: np.ndarray, bank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The reference: full scores, stable sort (ties -> lower index)."""
+def hubness(bank: np.ndarray, clips: np.ndarray, k: int = 10, dtype: str = "float32") -> np.ndarray:
+    """Each bank row's mean cosine to its `k` nearest clips, [N] float32: CSLS's r(y) (module doc)."""
+    scores, _ = BankIndex(clips, dtype=dtype).topk(np.asarray(bank, np.float32), min(k, len(clips)))
+    return scores.mean(1).astype(np.float32)
+
+
+def brute_force_topk(queries: np.ndarray, bank: np.ndarray, k: int, bias: np.ndarray | None = None):
+    """The reference: full scores (+ `bias` per bank row), stable sort (ties -> lower index)."""
     s = np.asarray(queries, np.float32) @ np.asarray(bank, np.float32).T
+    if bias is not None:
+        s = s + np.asarray(bias, np.float32)[None, :]
     order = np.argsort(-s, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(s, order, 1), order
 

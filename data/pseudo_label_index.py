@@ -6,7 +6,8 @@ The folder is what `python -m pseudo_labels.label` writes (docs/PAPERS.md §3):
     LABELS/embeddings/tags-*.npy     + tags_index.jsonl       ... of the short-tag vocabulary
     LABELS/embeddings/clips-*.npy    + clips_index.jsonl      clip = mean over 10 s windows
     LABELS/counts.npz                                         selection frequency of every caption/tag
-    LABELS/pseudo_labels.json                                 the settings (K, K', seed, model, sizes)
+                                                              (+ their CSLS penalties, hubness='csls')
+    LABELS/pseudo_labels.json                                 the settings (K, K', seed, hubness, model, sizes)
     LABELS/labels.jsonl                                       the export (per clip its K' captions...)
 
 `PseudoLabeler` reads the embeddings, the counts and the settings (no model: the embeddings were
@@ -28,6 +29,7 @@ from data import matching
 from data.embedding_store import read_embeddings
 
 CONFIG = "pseudo_labels.json"
+HUBNESS = ("none", "csls")   # the top-K's score: cosine (the paper), or cosine minus half the CSLS penalty
 
 
 class PseudoLabelError(ValueError):
@@ -66,8 +68,18 @@ class PseudoLabeler:
         if len(self.caption_counts) != len(cap) or len(self.tag_counts) != len(tag):
             raise PseudoLabelError(f"{self.dir}/counts.npz does not match the embedded banks "
                                    f"({len(self.caption_counts)} vs {len(cap)} captions): re-run pseudo_labels.label")
-        self.captions = matching.BankIndex(cap, dtype=dtype, query_block=query_block)
-        self.tags = matching.BankIndex(tag, dtype=dtype, query_block=query_block)
+        self.hubness = self.config.get("hubness", "none")
+        if self.hubness not in HUBNESS:
+            raise PseudoLabelError(f"{cfg_path}: hubness={self.hubness!r}, not one of {HUBNESS}")
+        bias = {}
+        for kind in ("captions", "tags"):
+            if self.hubness == "csls":
+                if f"{kind}_hubness" not in counts:
+                    raise PseudoLabelError(f"{self.dir}/counts.npz has no {kind}_hubness, which hubness='csls' needs: "
+                                           f"re-run pseudo_labels.label")
+                bias[kind] = -counts[f"{kind}_hubness"] / 2
+        self.captions = matching.BankIndex(cap, dtype=dtype, query_block=query_block, bias=bias.get("captions"))
+        self.tags = matching.BankIndex(tag, dtype=dtype, query_block=query_block, bias=bias.get("tags"))
         self.k, self.tag_k = int(self.config["k"]), int(self.config["tag_k"])
         self.dtype = dtype
 

@@ -66,17 +66,19 @@ _EVAL_KEYS = ["audio", "clip_id", "work_id"] + [f"text_{s}" for s in preprocesso
     f"tag_{a}" for a in records.TAG_ATTRIBUTES]
 
 
-def corpus_source(corpus_dir: str, rate: int = MODEL_RATE, indexed: bool = True) -> seqio.DataSource:
+def corpus_source(corpus_dir: str, rate: int = MODEL_RATE, indexed: bool = True,
+                  on_bad_record: str = "stop") -> seqio.DataSource:
     """The corpus's records at `rate` (`records/` for 16 kHz, `records_<rate>/` otherwise): read by
-    record number in the trainer's order (`data.indexed_records`), or with `indexed=False` as
-    seqio's sequential `TFExampleDataSource` (the evaluation task)."""
+    record number in the trainer's order (`data.indexed_records`, which stops at a damaged record
+    or with `on_bad_record='skip'` skips and counts it), or with `indexed=False` as seqio's
+    sequential `TFExampleDataSource` (the evaluation task)."""
     sub = os.path.join(corpus_dir, records.records_dir_name(rate))
     if not os.path.isdir(sub):
         raise FileNotFoundError(f"{sub}: the corpus has no records at {rate} Hz (the crop's sample rate); rebuild "
                                 f"it with `python -m data.build_corpus ... --sample_rates=16000,{rate}`")
     patterns = {split: os.path.join(sub, f"{split}-*.tfrecord") for split in ("train", "test")}
     if indexed:
-        return IndexedTFRecordSource(patterns, records.feature_spec())
+        return IndexedTFRecordSource(patterns, records.feature_spec(), on_bad_record=on_bad_record)
     return seqio.TFExampleDataSource(patterns, feature_description=records.feature_spec())
 
 
@@ -160,7 +162,8 @@ def register_eval(name: str, corpus_dir: str) -> str:
 def corpus_task(name: str = "mulan_weak_text", *, corpus_dir: str | None = None, audio_samples: int = 160000,
                 sample_rate: int = MODEL_RATE, text_weights: Sequence[float] = preprocessors.DEFAULT_TEXT_WEIGHTS,
                 vocabulary: seqio.Vocabulary | None = None, pseudo_labels: PseudoLabelMatching | None = None,
-                mixture_rates: tuple[float, float] = (1.0, 1.0), text_embeddings: str | None = None) -> str:
+                mixture_rates: tuple[float, float] = (1.0, 1.0), text_embeddings: str | None = None,
+                on_bad_record: str = "stop") -> str:
     """Registers the task (or mixture) `name` of `TASKS` on the corpus at `corpus_dir` from these
     settings, and returns `name` (see the module doc).
 
@@ -173,6 +176,8 @@ def corpus_task(name: str = "mulan_weak_text", *, corpus_dir: str | None = None,
       mixture_rates: (pseudo-labels, weak text) of `n2m_pseudo_labels_and_weak_text`.
       text_embeddings: a store of precomputed text-encoder outputs for the `n2m_` tasks (the macro
         TEXT_EMBEDDINGS; `data.text_embeddings`).
+      on_bad_record: a damaged record of the train records (a CRC mismatch, a truncated file) stops
+        the run naming it ('stop'), or is skipped, logged and counted ('skip'; `data.indexed_records`).
     """
     if name not in TASKS:
         raise ValueError(f"corpus_task.name={name!r} (the TASK macro): one of {TASKS}, or name your own task "
@@ -181,7 +186,7 @@ def corpus_task(name: str = "mulan_weak_text", *, corpus_dir: str | None = None,
     if name == "mulan_eval":
         return register_eval(name, root)
     vocabulary = vocabulary or BertWordPieceVocabulary()
-    source = corpus_source(root, sample_rate)
+    source = corpus_source(root, sample_rate, on_bad_record=on_bad_record)
     crop = preprocessors.random_crop(audio_samples / sample_rate, sample_rate)
     weak = [preprocessors.choose_text(tuple(text_weights), filter_text=name != "mulan_weak_text_unfiltered")]
     if name.startswith("mulan_"):

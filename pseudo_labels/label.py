@@ -31,12 +31,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tag_k", type=int, default=10)
     ap.add_argument("--tag_k_prime", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hubness", default="none", choices=["none", "csls"],
+                    help="the top-K's score: cosine (the paper's), or CSLS's hubness-corrected cosine")
+    ap.add_argument("--hubness_k", type=int, default=10, help="clips in a caption's CSLS penalty")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--batch_size", type=int, default=32)
     ap.add_argument("--recompute", action="store_true", help="re-embed even when nothing changed")
     ap.add_argument("--no_progress", action="store_true")
     args = ap.parse_args(argv)
-    for name, v in (("k", args.k), ("tag_k", args.tag_k)):
+    for name, v in (("k", args.k), ("tag_k", args.tag_k), ("hubness_k", args.hubness_k)):
         if v < 1:
             ap.error(f"--{name} must be >= 1")
     if not 0 < args.k_prime <= args.k or not 0 < args.tag_k_prime <= args.tag_k:
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
         s = labelling.build(args.model_dir, args.bank, paths.corpus_dir(args.corpus), args.out, k=args.k,
                             k_prime=args.k_prime, tag_k=args.tag_k, tag_k_prime=args.tag_k_prime, seed=args.seed,
                             dtype=args.dtype, step=args.step, batch_size=args.batch_size, recompute=args.recompute,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, hubness=args.hubness, hubness_k=args.hubness_k)
     if "labels" in s:
         print(f"pseudo-labelled {s['clips']} clips with {s['captions']} captions and {s['tags']} tags "
               f"(mean top-1 cosine {s['mean_top1_cosine']}): {s['labels']}", file=sys.stderr)

@@ -7,7 +7,10 @@
    (`data.embedding_store`); reused while the model step, the bank and the corpus are unchanged
    (`recompute=True` forces).
 2. The one counting pass: every clip's exact top-K captions and tags, and how often each is
-   chosen (`OUT/counts.npz`); the settings in `OUT/pseudo_labels.json`.
+   chosen (`OUT/counts.npz`); the settings in `OUT/pseudo_labels.json`.  With `hubness='csls'`
+   each caption's and tag's CSLS penalty (its mean cosine to its `hubness_k` nearest clips,
+   `data.matching.hubness`) is computed first, saved beside the counts, and every top-K (here
+   and inline) ranks by cosine minus half of it; the paper's recipe is `hubness='none'`.
 3. `export`: `OUT/labels.jsonl`, like MuLaMCap: per clip its K' drawn captions and tags with their
    scores and the top-K they came from, by the same runtime the seqio task uses inline
    (`data.pseudo_label_index.PseudoLabeler`), and the statistics of the labelled set.
@@ -33,7 +36,7 @@ import numpy as np
 from data import matching
 from data.embedding_store import read_embeddings
 from data.manifest import read_manifest
-from data.pseudo_label_index import CONFIG, PseudoLabeler, PseudoLabelError
+from data.pseudo_label_index import CONFIG, HUBNESS, PseudoLabeler, PseudoLabelError
 from mulan.embedding import embed_audio_to, embed_texts_to
 from mulan.inference import Encoder
 from pseudo_labels.bank import read_bank
@@ -65,8 +68,11 @@ def _mark(emb_dir: str, kind: str, want: dict):
 
 def build(model_dir: str, bank_dir: str, corpus_dir: str, out: str, *, k: int = 10, k_prime: int = 3,
           tag_k: int = 10, tag_k_prime: int = 6, seed: int = 0, dtype: str = "float32", step: int | None = None,
-          batch_size: int = 32, recompute: bool = False, progress: bool = True) -> dict:
+          batch_size: int = 32, recompute: bool = False, progress: bool = True, hubness: str = "none",
+          hubness_k: int = 10) -> dict:
     t0 = time.perf_counter()
+    if hubness not in HUBNESS:
+        raise PseudoLabelError(f"--hubness={hubness!r}: one of {HUBNESS}")
     out = os.path.abspath(out)
     emb_dir = os.path.join(out, "embeddings")
     os.makedirs(emb_dir, exist_ok=True)
@@ -109,7 +115,15 @@ def build(model_dir: str, bank_dir: str, corpus_dir: str, out: str, *, k: int = 
     counts = {}
     for kind, kk in (("captions", k), ("tags", tag_k)):
         _, bank, _ = read_embeddings(emb_dir, kind)
-        _, top = matching.BankIndex(bank, dtype=dtype).topk(mine, kk)
+        bias = None
+        if hubness == "csls":   # each host the penalty of its block of the bank, against every clip
+            block = multihost.process_block(len(bank))
+            r = np.zeros(len(bank), np.float32)
+            if block.stop > block.start:
+                r[block] = matching.hubness(bank[block], clip_emb, hubness_k, dtype)
+            counts[f"{kind}_hubness"] = r = multihost.sum_over_processes(r)
+            bias = -r / 2
+        _, top = matching.BankIndex(bank, dtype=dtype, bias=bias).topk(mine, kk)
         counts[kind] = multihost.sum_over_processes(matching.selection_counts(top, len(bank)))
     timings["count_s"] = round(time.perf_counter() - t, 1)
     if not multihost.is_primary():
@@ -118,7 +132,8 @@ def build(model_dir: str, bank_dir: str, corpus_dir: str, out: str, *, k: int = 
                 "tags": len(tags), "out": out, **timings}
     np.savez(os.path.join(out, "counts.npz.tmp.npz"), **counts)
     os.replace(os.path.join(out, "counts.npz.tmp.npz"), os.path.join(out, "counts.npz"))
-    config = {"k": k, "k_prime": k_prime, "tag_k": tag_k, "tag_k_prime": tag_k_prime, "seed": seed, **model,
+    config = {"k": k, "k_prime": k_prime, "tag_k": tag_k, "tag_k_prime": tag_k_prime, "seed": seed,
+              "hubness": hubness, "hubness_k": hubness_k, **model,
               "bank_dir": os.path.abspath(bank_dir), "corpus_dir": os.path.abspath(corpus_dir),
               "captions": len(captions), "tags": len(tags), "clips": len(clip_ids)}
     with open(os.path.join(out, CONFIG), "w", encoding="utf-8") as f:

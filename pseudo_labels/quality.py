@@ -18,6 +18,11 @@ phrase wins).  Then, per attribute, for the pseudo-labels and for a **random-cap
   most one-sided pair; over-/under-representation: each value's share of the mentions against
   its share of the truth (ratio), and the total-variation distance between the two distributions.
 
+Each attribute's pseudo-minus-random agreement comes with a 95% **paired bootstrap interval**
+over clips (`agreement_difference`: clips resampled with replacement, both methods' agreement
+recomputed on the same resample, 2,000 resamples): the labels beat random captions on an
+attribute when the interval's lower end is above zero.
+
 Figures for all clips and per split (the bank's captions were written for the train split's works,
 so the test split sees only captions of other songs).  Writes DIR/audit.json, DIR/audit.md and
 PNG plots; the last stdout line is JSON.
@@ -151,6 +156,33 @@ def attribute_metrics(pairs: list[tuple[set, list[str]]], values: list[str]) -> 
     }
 
 
+def _per_clip(pairs: list[tuple[set, list[set]]]) -> tuple[np.ndarray, np.ndarray]:
+    """(agreeing labels, mentioning labels) per clip with a truth: what `agreement` sums."""
+    kept = [(truth, labels) for truth, labels in pairs if truth]
+    agree = np.array([sum(bool(m & truth) for m in labels if m) for truth, labels in kept], np.float64)
+    mention = np.array([sum(bool(m) for m in labels) for _, labels in kept], np.float64)
+    return agree, mention
+
+
+def agreement_difference(pseudo: list, random_: list, n_boot: int = 2000, seed: int = 0,
+                         level: float = 0.95) -> dict | None:
+    """Agreement of `pseudo` minus that of `random_` (the pairs of `attribute_metrics`, the same
+    clips in the same order) with a paired bootstrap interval over clips: each resample draws clips
+    with replacement and recomputes both agreements (ratio of sums) on it.  None where either
+    method never mentions the attribute."""
+    ap, mp = _per_clip(pseudo)
+    ar, mr = _per_clip(random_)
+    if not mp.sum() or not mr.sum():
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(ap), size=(n_boot, len(ap)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = ap[idx].sum(1) / mp[idx].sum(1) - ar[idx].sum(1) / mr[idx].sum(1)
+    d = d[np.isfinite(d)]
+    lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
+    return {"difference": round(float(ap.sum() / mp.sum() - ar.sum() / mr.sum()), 4), "low": round(float(lo), 4),
+            "high": round(float(hi), 4), "level": level, "resamples": int(len(d)), "clips": int(len(ap))}
+
+
 def audit(labels_dir: str, corpus_dir: str | None = None, seed: int = 0) -> dict:
     with open(os.path.join(labels_dir, "pseudo_labels.json"), encoding="utf-8") as f:
         cfg = json.load(f)
@@ -211,9 +243,12 @@ def audit(labels_dir: str, corpus_dir: str | None = None, seed: int = 0) -> dict
     for split, cids in splits.items():
         per = {}
         for attr, vals in values.items():
-            per[attr] = {kind: {method: attribute_metrics(
-                [(set(truth[c][attr]), [men(t, attr) for t in src[kind][c]]) for c in cids], vals)
-                for method, src in (("pseudo", assigned), ("random", random_))} for kind in kinds}
+            per[attr] = {}
+            for kind in kinds:
+                pairs = {method: [(set(truth[c][attr]), [men(t, attr) for t in src[kind][c]]) for c in cids]
+                         for method, src in (("pseudo", assigned), ("random", random_))}
+                per[attr][kind] = {method: attribute_metrics(p, vals) for method, p in pairs.items()}
+                per[attr][kind]["vs_random"] = agreement_difference(pairs["pseudo"], pairs["random"], seed=seed)
             own_ids = [c for c in cids if c in own_song["captions"]]
             if own_ids:
                 per[attr]["captions"]["own_song"] = attribute_metrics(
@@ -249,6 +284,23 @@ def _fmt(x, pct=True):
     return f"{100 * x:.1f}%" if pct else f"{x:.2f}"
 
 
+def _interval(d: dict | None) -> str:
+    """A difference of agreements with its interval, in points; bold where it excludes zero."""
+    if not d:
+        return "-"
+    text = f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+    return f"**{text}**" if d["low"] > 0 or d["high"] < 0 else text
+
+
+def beats_random(result: dict, split: str = "all", kind: str = "captions") -> dict[str, bool | None]:
+    """Per attribute: does the interval of pseudo - random agreement lie above zero?"""
+    out = {}
+    for attr, r in result["splits"][split].items():
+        d = r[kind].get("vs_random")
+        out[attr] = None if not d else bool(d["low"] > 0)
+    return out
+
+
 def _one_sided(e: dict | None) -> str:
     return f"{e['true']} -> {e['labelled']} ({e['count']} vs {e['reverse']})" if e else "-"
 
@@ -265,9 +317,9 @@ def markdown(result: dict) -> str:
             own = f", {_fmt(h['own_song'])} for own-song captions" if h.get("own_song") is not None else ""
             lines += [f"## {kind.capitalize()}, split `{split}`: agreement {_fmt(h['pseudo'])} "
                       f"vs {_fmt(h['random'])} for random {kind}{own}", "",
-                      "| attribute | coverage | agreement | random | own song | lift | asymmetry | TVD | random TVD | "
-                      "over-represented | under-represented | most one-sided error |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                      "| attribute | coverage | agreement | random | own song | lift | pseudo - random [95% CI] | asymmetry | "
+                      "TVD | random TVD | over-represented | under-represented | most one-sided error |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for attr, r in result["splits"][split].items():
                 p, q = r[kind]["pseudo"], r[kind]["random"]
                 ratio = {v: x for v, x in p["ratio"].items() if x is not None and p["true_share"][v] >= 0.02}
@@ -277,15 +329,21 @@ def markdown(result: dict) -> str:
                 lines.append(
                     f"| {attr} | {_fmt(p['coverage'])} | {_fmt(p['agreement'])} | {_fmt(q['agreement'])} | "
                     f"{_fmt(r[kind].get('own_song', {}).get('agreement'))} | "
-                    f"{_fmt(r[kind]['lift'], False)} | {_fmt(p['asymmetry'], False)} | {_fmt(p['tvd'], False)} | "
+                    f"{_fmt(r[kind]['lift'], False)} | {_interval(r[kind].get('vs_random'))} | "
+                    f"{_fmt(p['asymmetry'], False)} | {_fmt(p['tvd'], False)} | "
                     f"{_fmt(q['tvd'], False)} | {f'{over} x{ratio[over]:.2f}' if over and p['mentions'] else '-'} | "
                     f"{f'{under} x{ratio[under]:.2f}' if under and p['mentions'] else '-'} | "
                     f"{_one_sided(os_)} |")
-            lines.append("")
+            verdict = beats_random(result, split, kind)
+            yes = [a for a, v in verdict.items() if v]
+            no = [a for a, v in verdict.items() if v is False]
+            lines += ["", f"Better than random {kind} (interval above zero): {', '.join(yes) or 'none'}; "
+                          f"not: {', '.join(no) or 'none'}.", ""]
     lines += ["Coverage: share of assigned labels that mention the attribute. Agreement: share of those whose "
               "mentioned values include a true value (1 - noise). Own song: the agreement of captions written for "
               "the clip's own work (clips whose work is in the bank; the ceiling the writers and the lexicon allow). "
-              "Lift: agreement / random agreement. Asymmetry: "
+              "Lift: agreement / random agreement. Pseudo - random: the difference of agreements in points, with "
+              "a 95% paired bootstrap interval over clips (bold: it excludes zero). Asymmetry: "
               "0 = confusions both ways alike, 1 = all one way. TVD: total-variation distance between the mentioned "
               "and the true value distribution. Over-/under-represented: largest / smallest ratio of label share "
               "to true share (values with at least 2% of the truth)."]
@@ -364,8 +422,11 @@ def summary(result: dict, out: str) -> dict:
             s[f"{split}_{kind}_agreement"], s[f"{split}_{kind}_random_agreement"] = h["pseudo"], h["random"]
             if kind == "captions":
                 s[f"{split}_captions_own_song_agreement"] = h["own_song"]
+    for split in result["splits"]:
+        s[f"{split}_captions_beat_random"] = beats_random(result, split)
     s["per_attribute"] = {a: {"agreement": r["captions"]["pseudo"]["agreement"],
                               "random": r["captions"]["random"]["agreement"],
+                              "vs_random": r["captions"]["vs_random"],
                               "asymmetry": r["captions"]["pseudo"]["asymmetry"],
                               "tvd": r["captions"]["pseudo"]["tvd"]} for a, r in result["splits"]["all"].items()}
     return s

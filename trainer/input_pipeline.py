@@ -286,11 +286,19 @@ class OrderedIterator(DataIterator):
                                   "split": self._data.split, "shuffle": self._data.shuffle, "records": prints}
         return self._identity_now
 
+    def bad_records(self) -> dict[str, int]:
+        """Per task, the records its source skipped so far in this process (`on_bad_record='skip'`)."""
+        out = {}
+        for t in self._tasks:
+            index = getattr(t.source, "index", None)
+            out[t.name] = len(getattr(index(self._data.split), "bad", ())) if index else 0
+        return out
+
     def get_state(self) -> bytes:
         lay = self._layout
         return json.dumps({"order": 1, "host": lay.shard_id, "num_hosts": lay.num_shards,
                            "per_host_batch": lay.per_host_batch_size, "next": self._next, "draws": self._draws,
-                           **self._identity()}).encode()
+                           "bad_records": self.bad_records(), **self._identity()}).encode()
 
     def set_state(self, state: bytes) -> None:
         self.restore({0: state}, 0, own=True)

@@ -173,6 +173,35 @@ def test_exported_labels_are_the_exact_top_k_and_draws_from_it(labels, tiny_corp
     assert [json.loads(x) for x in open(os.path.join(out, "labels.jsonl"))] == lab
 
 
+def test_csls_labels_rank_by_the_hubness_corrected_score_and_spread_the_selections(labels, tmp_path):
+    import shutil
+
+    from data.embedding_store import read_embeddings
+    from pseudo_labels import label
+
+    cfg = json.load(open(os.path.join(labels[0], "pseudo_labels.json")))
+    out = tmp_path / "csls"
+    shutil.copytree(os.path.join(labels[0], "embeddings"), out / "embeddings")   # the same MuLan embeddings
+    s = label.main(["--model_dir", cfg["model_dir"], "--bank", cfg["bank_dir"], "--corpus", cfg["corpus_dir"],
+                    "--out", str(out), "--hubness", "csls", "--no_progress"])
+    assert not any(k.startswith("embed_") for k in s)                            # reused, not recomputed
+    assert json.load(open(out / "pseudo_labels.json"))["hubness"] == "csls"
+    emb = str(out / "embeddings")
+    cap_ids, cap, _ = read_embeddings(emb, "captions")
+    clip_ids, clips, _ = read_embeddings(emb, "clips")
+    counts = np.load(out / "counts.npz")
+    r = counts["captions_hubness"]
+    np.testing.assert_allclose(r, np.sort(cap @ clips.T, axis=1)[:, -10:].mean(1), atol=1e-5)
+    score = clips @ cap.T - r[None, :] / 2
+    got = {x["clip_id"]: x for x in map(json.loads, open(out / "labels.jsonl"))}
+    for i, cid in enumerate(clip_ids):
+        top = [cap_ids.index(c) for c, _ in got[cid]["top_k"]]
+        kth = np.sort(score[i])[::-1][9]
+        assert {j for j in top if score[i, j] > kth + 1e-5} == set(np.flatnonzero(score[i] > kth + 1e-5))
+    plain = np.load(os.path.join(labels[0], "counts.npz"))["captions"]
+    assert (counts["captions"] > 0).sum() >= (plain > 0).sum() and counts["captions"].max() <= plain.max()
+
+
 def test_clip_draws_do_not_depend_on_the_batch(labels):
     from data.pseudo_label_index import PseudoLabeler
 

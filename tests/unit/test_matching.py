@@ -39,6 +39,32 @@ def test_topk_with_all_negative_scores_never_returns_padding():
         BankIndex(bank).topk(q, k=71)
 
 
+@pytest.mark.parametrize("n,block", [(5000, 1024), (37, 4096)])
+def test_biased_topk_ranks_by_score_plus_bias_and_csls_demotes_hubs(n, block):
+    from data.matching import hubness
+
+    rng = np.random.default_rng(7)
+    bank, clips = _unit(rng, n), _unit(rng, 300)
+    bias = rng.normal(scale=0.05, size=n).astype(np.float32)
+    v, i = BankIndex(bank, block=block, group=64, query_block=128, bias=bias).topk(clips, k=10)
+    rv, ri = brute_force_topk(clips, bank, 10, bias=bias)
+    np.testing.assert_array_equal(i, ri)
+    np.testing.assert_allclose(v, rv, atol=1e-5)
+    # A hub: caption u is at cosine 0.77 to every clip, each clip's own caption e_i at 0.63 to it
+    # and 0 to the others.  By cosine u is every clip's best match; CSLS's penalty (a caption's
+    # mean cosine to its 10 nearest clips, halved: 0.39 for u, 0.03 for e_i) gives each clip its own.
+    eye = np.eye(128, dtype=np.float32)
+    own, u = eye[:100], eye[127]
+    clips = np.sqrt(0.6) * u + np.sqrt(0.4) * own
+    hub_bank = np.concatenate([own, u[None]])
+    r = hubness(hub_bank, clips, k=10)
+    np.testing.assert_allclose(r, np.sort(hub_bank @ clips.T, axis=1)[:, -10:].mean(1), atol=1e-6)
+    assert (BankIndex(hub_bank).topk(clips, k=1)[1][:, 0] == 100).all()
+    np.testing.assert_array_equal(BankIndex(hub_bank, bias=-r / 2).topk(clips, k=1)[1][:, 0], np.arange(100))
+    with pytest.raises(ValueError, match="bias must be"):
+        BankIndex(bank, bias=bias[:-1])
+
+
 def _inclusion_probabilities(w, k_prime):
     """Exact marginal inclusion probabilities of successive sampling without replacement."""
     p = np.zeros(len(w))

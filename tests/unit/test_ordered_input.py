@@ -27,7 +27,7 @@ def records(tmp_path_factory):
     return str(d / "train-*.tfrecord")
 
 
-def _task(name, pattern, drop=None, offset=0):
+def _task(name, pattern, drop=None, offset=0, on_bad_record="stop"):
     """Records `x`, plus `r`: a draw from the example's own seed (data.preprocessors.seeded_map),
     plus `offset`."""
     import seqio
@@ -42,7 +42,8 @@ def _task(name, pattern, drop=None, offset=0):
 
     preps = [draw] + ([lambda ds: ds.filter(lambda ex: ex["x"] % 5 != drop)] if drop is not None else [])
     seqio.TaskRegistry.remove(name)
-    seqio.TaskRegistry.add(name, IndexedTFRecordSource({"train": pattern}, {"x": tf.io.FixedLenFeature([], tf.int64)}),
+    seqio.TaskRegistry.add(name, IndexedTFRecordSource({"train": pattern}, {"x": tf.io.FixedLenFeature([], tf.int64)},
+                                                       on_bad_record=on_bad_record),
                            preprocessors=preps, output_features={}, shuffle_buffer_size=None)
     return name
 
@@ -162,7 +163,8 @@ def test_a_truncated_record_file_is_named(records, tmp_path):
     path = sorted(__import__("glob").glob(records))[0]
     cut = tmp_path / "cut.tfrecord"
     cut.write_bytes(open(path, "rb").read()[:-7])
-    offsets, lengths = scan(path)
+    offsets, lengths, problem = scan(path)
+    assert problem is None
     assert len(offsets) == len(lengths) == 13
     with pytest.raises(RecordFileError, match=f"{cut}: the record at byte .* the file is truncated"):
         scan(str(cut))
@@ -184,6 +186,35 @@ def test_a_record_file_cut_while_the_run_reads_it_stops_the_pipeline_naming_it(r
                                           r"record \d+ ends early"):
         for _ in range(10):
             next(it)
+
+
+def test_damaged_records_stop_the_run_naming_them_or_are_skipped_and_counted(records, tmp_path):
+    import shutil
+
+    from common.errors import ConfigError
+    from data.indexed_records import scan
+
+    d = tmp_path / "damaged"
+    shutil.copytree(os.path.dirname(records), d)
+    files = sorted(d.iterdir())
+    offsets, lengths, _ = scan(str(files[0]))
+    raw = bytearray(files[0].read_bytes())
+    raw[offsets[2] + lengths[2] - 1] ^= 0xFF                  # record 2's last byte: its CRC fails
+    files[0].write_bytes(bytes(raw))
+    files[2].write_bytes(files[2].read_bytes()[:-5])          # the last file loses its last record
+    pattern = str(d / "train-*.tfrecord")
+    with pytest.raises(ConfigError, match=f"{files[2]}: the record at byte .* truncated"):
+        next(_data(_task("order_damaged_stop", pattern)).make_iterator(DataLayout(8, 8, 0, 1), seed=3))
+    files[2].write_bytes(open(sorted(__import__("glob").glob(records))[2], "rb").read())   # mended
+    with pytest.raises(ConfigError, match=rf"{files[0]}: record 2 fails its CRC.*on_bad_record='skip'"):
+        _batches(_data(_task("order_damaged_stop2", pattern)).make_iterator(DataLayout(8, 8, 0, 1), seed=3), 5)
+    files[2].write_bytes(files[2].read_bytes()[:-5])
+    it = _data(_task("order_damaged_skip", pattern, on_bad_record="skip")).make_iterator(DataLayout(8, 8, 0, 1),
+                                                                                          seed=3)
+    xs = np.concatenate([b["x"] for b in _batches(it, 12)])   # 96 candidates: every record read twice or more
+    lost = {2, N - 1}                                         # record 2 (damaged), the last one (cut off)
+    assert set(xs) == set(range(N)) - lost
+    assert json.loads(it.get_state())["bad_records"] == {"order_damaged_skip": 2}
 
 
 def test_a_mixture_without_drops_resumes_exactly_on_another_number_of_hosts(records):
